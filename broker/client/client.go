@@ -1,0 +1,106 @@
+// Package client is the Go client of a labfed broker's API, used by the CLI
+// and by site agents.
+//
+// Requests that fail with Unavailable are retried for a while when retrying
+// is safe: when the broker said the request had no effect (no leader yet,
+// leader changed), or, for reads, whenever the broker could not be reached.
+// Writes whose outcome is unknown are never retried blindly.
+package client
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+)
+
+// Options configure a client.
+type Options struct {
+	// RetryFor bounds how long a retry-safe request is retried; zero means
+	// 10 seconds, negative disables retries.
+	RetryFor time.Duration
+	// DevInsecure connects without TLS, to a broker run with --dev-insecure.
+	DevInsecure bool
+}
+
+// Client talks to one broker; writes reach the leader through it.
+type Client struct {
+	conn      *grpc.ClientConn
+	Directory pb.DirectoryServiceClient
+	Cluster   pb.ClusterServiceClient
+}
+
+// Dial connects to the broker at addr (HOST:PORT). The connection is made
+// lazily; errors surface on the first request.
+func Dial(addr string, o Options) (*Client, error) {
+	if o.RetryFor == 0 {
+		o.RetryFor = 10 * time.Second
+	}
+	opts := []grpc.DialOption{grpc.WithChainUnaryInterceptor(retry(o.RetryFor))}
+	if o.DevInsecure {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, Directory: pb.NewDirectoryServiceClient(conn), Cluster: pb.NewClusterServiceClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// IsRead reports whether a full gRPC method name is a read-only call.
+func IsRead(method string) bool {
+	i := strings.LastIndex(method, "/")
+	name := method[i+1:]
+	for _, p := range []string{"List", "Get", "Status"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// RetrySafe reports whether err says the request had no effect.
+func RetrySafe(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func retry(limit time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		deadline := time.Now().Add(limit)
+		backoff := 50 * time.Millisecond
+		for {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if err == nil || limit < 0 || time.Now().After(deadline) {
+				return err
+			}
+			if !RetrySafe(err) && !(IsRead(method) && status.Code(err) == codes.Unavailable) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}

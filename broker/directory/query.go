@@ -1,0 +1,158 @@
+package directory
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strings"
+
+	"github.com/labfed/labfed/broker"
+)
+
+// The query methods read the store directly; they are as fresh as the
+// replica they run on. Linearizable reads are the replica layer's concern.
+
+func list[T any](d *Directory, bucket, prefix string, keep func(*T) bool) ([]*T, error) {
+	var out []*T
+	err := d.store.View(func(tx Tx) error {
+		return tx.ForEach(bucket, prefix, func(k string, _ []byte) error {
+			v, err := getJSON[T](tx, bucket, k)
+			if err != nil {
+				return err
+			}
+			if keep == nil || keep(v) {
+				out = append(out, v)
+			}
+			return nil
+		})
+	})
+	if out == nil {
+		out = []*T{}
+	}
+	return out, err
+}
+
+func get[T any](d *Directory, bucket, key string, notFound error) (*T, error) {
+	var v *T
+	err := d.store.View(func(tx Tx) (err error) {
+		v, err = getJSON[T](tx, bucket, key)
+		return err
+	})
+	if err == nil && v == nil {
+		err = notFound
+	}
+	return v, err
+}
+
+// Sites lists all sites by name.
+func (d *Directory) Sites() ([]*Site, error) { return list[Site](d, bSites, "", nil) }
+
+// Site returns one site.
+func (d *Directory) Site(name string) (*Site, error) {
+	return get[Site](d, bSites, name, broker.Errorf(broker.ErrNotFound, "site %q is not in the directory; list sites with labfed site list", name))
+}
+
+// Users lists users by name; removed users only when includeRemoved.
+func (d *Directory) Users(includeRemoved bool) ([]*User, error) {
+	return list(d, bUsers, "", func(u *User) bool { return includeRemoved || u.Status != StatusRemoved })
+}
+
+// User returns one user, including a removed one.
+func (d *Directory) User(name string) (*User, error) {
+	return get[User](d, bUsers, name, broker.Errorf(broker.ErrNotFound, "user %q is not in the directory; list users with labfed user list", name))
+}
+
+// UserByIdentity returns the user an OIDC identity maps to.
+func (d *Directory) UserByIdentity(id broker.Identity) (*User, error) {
+	var name string
+	_ = d.store.View(func(tx Tx) error {
+		name = string(tx.Get(bIdents, k2(id.Issuer, id.Subject)))
+		return nil
+	})
+	if name == "" {
+		return nil, broker.Errorf(broker.ErrNotFound, "identity %s is not registered in the federation; ask your site administrator", id)
+	}
+	return d.User(name)
+}
+
+// Projects lists projects by name.
+func (d *Directory) Projects() ([]*Project, error) { return list[Project](d, bProjects, "", nil) }
+
+// Project returns one project.
+func (d *Directory) Project(name string) (*Project, error) {
+	return get[Project](d, bProjects, name, broker.Errorf(broker.ErrNotFound, "project %q is not in the directory; list projects with labfed project list", name))
+}
+
+// GrantFilter selects grants; empty fields match everything.
+type GrantFilter struct {
+	Subject  string // "user:alice" or "project:x"
+	Resource string
+	// IncludeRevoked keeps revoked grants in the answer.
+	IncludeRevoked bool
+}
+
+// Grants lists grants in the order they were made.
+func (d *Directory) Grants(f GrantFilter) ([]*Grant, error) {
+	return list(d, bGrants, "", func(g *Grant) bool {
+		return (f.IncludeRevoked || g.Status != GrantRevoked) &&
+			(f.Subject == "" || g.Subject == f.Subject) &&
+			(f.Resource == "" || g.Resource == f.Resource || strings.HasPrefix(g.Resource, f.Resource+"/"))
+	})
+}
+
+// Grant returns one grant by id ("g-12").
+func (d *Directory) Grant(id string) (*Grant, error) {
+	seq, err := ParseGrantID(id)
+	if err != nil {
+		return nil, err
+	}
+	return get[Grant](d, bGrants, grantKey(seq), broker.Errorf(broker.ErrNotFound, "grant %s does not exist; find ids with labfed grant list", id))
+}
+
+// Account returns a user's account at a site.
+func (d *Directory) Account(user, site string) (*Account, error) {
+	return get[Account](d, bAccounts, k2(site, user), broker.Errorf(broker.ErrNotFound, "user %s has no account at site %s; accounts are made when a grant touches the site, or pinned with labfed account pin", user, site))
+}
+
+// Accounts lists the accounts at a site by user name; an empty site lists
+// every site's.
+func (d *Directory) Accounts(site string) ([]*Account, error) {
+	prefix := ""
+	if site != "" {
+		prefix = site + "\x00"
+	}
+	return list[Account](d, bAccounts, prefix, nil)
+}
+
+// Nodes lists registered broker nodes by id.
+func (d *Directory) Nodes() ([]*Node, error) { return list[Node](d, bNodes, "", nil) }
+
+// Node returns one registered node.
+func (d *Directory) Node(id string) (*Node, error) {
+	return get[Node](d, bNodes, id, broker.Errorf(broker.ErrNotFound, "node %s is not registered", id))
+}
+
+// Hash returns a digest of the whole directory state. Replicas that applied
+// the same log have the same hash.
+func (d *Directory) Hash() (string, error) {
+	h := sha256.New()
+	buckets := Buckets()
+	slices.Sort(buckets)
+	err := d.store.View(func(tx Tx) error {
+		for _, b := range buckets {
+			h.Write([]byte(b))
+			h.Write([]byte{0})
+			if err := tx.ForEach(b, "", func(k string, v []byte) error {
+				h.Write([]byte(k))
+				h.Write([]byte{0})
+				h.Write(v)
+				h.Write([]byte{0})
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil)), err
+}

@@ -1,0 +1,538 @@
+// Package rpc adapts the directory and cluster to gRPC: it converts between
+// proto and domain types, maps error kinds to status codes, and forwards
+// requests that must run on the leader.
+//
+// # Forwarding
+//
+// Every handler runs locally first. When it fails with a
+// *broker.NotLeaderError (a write, or a linearizable read, on a follower),
+// the forwarding interceptor sends the same request to the leader and
+// returns its answer. A forwarded request carries the labfed-forwarded
+// header and is never forwarded again, so leadership changes cannot make a
+// request loop; the client sees Unavailable and retries.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/directory"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+)
+
+// Replica is what the RPC layer needs of a directory replica. Apply and Read
+// return a *broker.NotLeaderError when they must run on the leader.
+type Replica interface {
+	Apply(ctx context.Context, cmd *directory.Command) (any, error)
+	Read(ctx context.Context, stale bool, fn func(*directory.Directory) error) error
+	Join(ctx context.Context, reg *directory.RegisterNode, voter bool, actor string) error
+	RemovePeer(ctx context.Context, id, actor string) error
+	Peers() ([]broker.Peer, error)
+	Leader() (id, api string)
+	Status() broker.NodeStatus
+	Snapshot() error
+}
+
+// Config configures a Server.
+type Config struct {
+	Replica Replica
+	// Actor names the caller of a request for the directory's records.
+	Actor func(ctx context.Context) (string, error)
+	// Dial opens a connection to another broker for forwarding.
+	Dial   func(addr string) (*grpc.ClientConn, error)
+	Logger *slog.Logger
+	// Now is the clock used to stamp commands and grant states; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// Server implements the DirectoryService and ClusterService.
+type Server struct {
+	pb.UnimplementedDirectoryServiceServer
+	pb.UnimplementedClusterServiceServer
+
+	cfg   Config
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// NewServer returns a server; register it with Register.
+func NewServer(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Register adds the services to g.
+func (s *Server) Register(g *grpc.Server) {
+	pb.RegisterDirectoryServiceServer(g, s)
+	pb.RegisterClusterServiceServer(g, s)
+}
+
+// Close closes the forwarding connections.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a, c := range s.conns {
+		c.Close()
+		delete(s.conns, a)
+	}
+	return nil
+}
+
+const forwardedHeader = "labfed-forwarded"
+
+// UnaryInterceptor forwards requests that must run on the leader and maps
+// domain errors to status codes. Install it with grpc.ChainUnaryInterceptor
+// after authentication.
+func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	var nl *broker.NotLeaderError
+	if errors.As(err, &nl) && nl.LeaderAPI != "" && !isForwarded(ctx) {
+		return s.forward(ctx, info.FullMethod, req, resp, nl)
+	}
+	return resp, toStatus(err)
+}
+
+func isForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedHeader)) > 0
+}
+
+func (s *Server) forward(ctx context.Context, method string, req, typed any, nl *broker.NotLeaderError) (any, error) {
+	m, ok := typed.(proto.Message)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "cannot forward %s: response type %T is not a proto message", method, typed)
+	}
+	out := m.ProtoReflect().Type().New().Interface()
+	conn, err := s.conn(nl.LeaderAPI)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot reach leader %s at %s: %v; retry", nl.LeaderID, nl.LeaderAPI, err)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	md = md.Copy()
+	md.Set(forwardedHeader, "1")
+	// Drop transport-level pseudo headers that must not be re-sent.
+	for _, k := range []string{":authority", "content-type", "user-agent", "te"} {
+		delete(md, k)
+	}
+	fctx := metadata.NewOutgoingContext(ctx, md)
+	if err := conn.Invoke(fctx, method, req, out); err != nil {
+		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+			return nil, status.Errorf(codes.Unavailable, "leader %s at %s did not answer (%s); retry", nl.LeaderID, nl.LeaderAPI, st.Message())
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	if s.cfg.Dial == nil {
+		return nil, errors.New("forwarding is not configured")
+	}
+	c, err := s.cfg.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// toStatus maps a domain error to a gRPC status at the edge.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch broker.KindOf(err) {
+	case broker.ErrInvalid:
+		code = codes.InvalidArgument
+	case broker.ErrNotFound:
+		code = codes.NotFound
+	case broker.ErrExists:
+		code = codes.AlreadyExists
+	case broker.ErrPrecondition:
+		code = codes.FailedPrecondition
+	case broker.ErrExhausted:
+		code = codes.ResourceExhausted
+	case broker.ErrUnavailable:
+		code = codes.Unavailable
+	default:
+		if errors.Is(err, context.DeadlineExceeded) {
+			code = codes.DeadlineExceeded
+		} else if errors.Is(err, context.Canceled) {
+			code = codes.Canceled
+		} else if errors.Is(err, broker.ErrAmbiguous) {
+			code = codes.Unknown
+		}
+	}
+	st := status.New(code, err.Error())
+	if code == codes.Unavailable {
+		// Tell clients the request had no effect and may be retried.
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(100 * time.Millisecond)}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
+func (s *Server) actor(ctx context.Context) (string, error) {
+	if s.cfg.Actor == nil {
+		return "", status.Error(codes.Unauthenticated, "this broker has no authentication configured")
+	}
+	return s.cfg.Actor(ctx)
+}
+
+// apply stamps and proposes a command.
+func (s *Server) apply(ctx context.Context, cmd *directory.Command) (any, error) {
+	actor, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Time, cmd.Actor = s.cfg.Now().UTC(), actor
+	return s.cfg.Replica.Apply(ctx, cmd)
+}
+
+func applyAs[T any](s *Server, ctx context.Context, cmd *directory.Command) (*T, error) {
+	v, err := s.apply(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := v.(*T)
+	if !ok {
+		return nil, fmt.Errorf("directory returned %T, want %T", v, t)
+	}
+	return t, nil
+}
+
+func (s *Server) read(ctx context.Context, ro *pb.ReadOptions, fn func(*directory.Directory) error) error {
+	if _, err := s.actor(ctx); err != nil {
+		return err
+	}
+	return s.cfg.Replica.Read(ctx, ro.GetStale(), fn)
+}
+
+// ---- sites ----
+
+func (s *Server) AddSite(ctx context.Context, r *pb.AddSiteRequest) (*pb.Site, error) {
+	if r.GetUidRange() == nil || r.GetGidRange() == nil {
+		return nil, broker.Errorf(broker.ErrInvalid, "site %s needs both a uid range and a gid range (--uid-range LO-HI --gid-range LO-HI)", r.GetName())
+	}
+	site, err := applyAs[directory.Site](s, ctx, &directory.Command{AddSite: &directory.AddSite{
+		Name: r.GetName(), UIDRange: *rangeFromPB(r.GetUidRange()), GIDRange: *rangeFromPB(r.GetGidRange()),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return siteToPB(site), nil
+}
+
+func (s *Server) UpdateSite(ctx context.Context, r *pb.UpdateSiteRequest) (*pb.Site, error) {
+	if r.GetUidRange() == nil && r.GetGidRange() == nil {
+		return nil, broker.Errorf(broker.ErrInvalid, "nothing to update for site %s; give --uid-range or --gid-range", r.GetName())
+	}
+	site, err := applyAs[directory.Site](s, ctx, &directory.Command{UpdateSite: &directory.UpdateSite{
+		Name: r.GetName(), UIDRange: rangeFromPB(r.GetUidRange()), GIDRange: rangeFromPB(r.GetGidRange()),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return siteToPB(site), nil
+}
+
+func (s *Server) ListSites(ctx context.Context, r *pb.ListSitesRequest) (*pb.ListSitesResponse, error) {
+	resp := &pb.ListSitesResponse{}
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		sites, err := d.Sites()
+		for _, st := range sites {
+			resp.Sites = append(resp.Sites, siteToPB(st))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ---- users ----
+
+func (s *Server) AddUser(ctx context.Context, r *pb.AddUserRequest) (*pb.User, error) {
+	u, err := applyAs[directory.User](s, ctx, &directory.Command{AddUser: &directory.AddUser{
+		Name: r.GetName(), Email: r.GetEmail(), Home: r.GetHome(), Identities: identitiesFromPB(r.GetIdentities()), Roles: r.GetRoles(),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return userToPB(u), nil
+}
+
+func (s *Server) UpdateUser(ctx context.Context, r *pb.UpdateUserRequest) (*pb.User, error) {
+	c := &directory.UpdateUser{Name: r.GetName(), Email: r.Email, Status: r.Status, AddIdentities: identitiesFromPB(r.GetAddIdentities())}
+	if r.GetSetRoles() {
+		roles := r.GetRoles()
+		c.Roles = &roles
+	}
+	if c.Email == nil && c.Status == nil && c.Roles == nil && len(c.AddIdentities) == 0 {
+		return nil, broker.Errorf(broker.ErrInvalid, "nothing to update for user %s; give --email, --role, --status or --identity", r.GetName())
+	}
+	u, err := applyAs[directory.User](s, ctx, &directory.Command{UpdateUser: c})
+	if err != nil {
+		return nil, err
+	}
+	return userToPB(u), nil
+}
+
+func (s *Server) RemoveUser(ctx context.Context, r *pb.RemoveUserRequest) (*pb.User, error) {
+	u, err := applyAs[directory.User](s, ctx, &directory.Command{RemoveUser: &directory.RemoveUser{Name: r.GetName()}})
+	if err != nil {
+		return nil, err
+	}
+	return userToPB(u), nil
+}
+
+func (s *Server) GetUser(ctx context.Context, r *pb.GetUserRequest) (*pb.User, error) {
+	var out *pb.User
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		u, err := d.User(r.GetName())
+		if err == nil {
+			out = userToPB(u)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Server) ListUsers(ctx context.Context, r *pb.ListUsersRequest) (*pb.ListUsersResponse, error) {
+	resp := &pb.ListUsersResponse{}
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		users, err := d.Users(r.GetIncludeRemoved())
+		for _, u := range users {
+			resp.Users = append(resp.Users, userToPB(u))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ---- projects ----
+
+func (s *Server) AddProject(ctx context.Context, r *pb.AddProjectRequest) (*pb.Project, error) {
+	p, err := applyAs[directory.Project](s, ctx, &directory.Command{AddProject: &directory.AddProject{Name: r.GetName()}})
+	if err != nil {
+		return nil, err
+	}
+	return projectToPB(p), nil
+}
+
+func (s *Server) AddProjectMember(ctx context.Context, r *pb.ProjectMemberRequest) (*pb.Project, error) {
+	p, err := applyAs[directory.Project](s, ctx, &directory.Command{AddMember: &directory.ProjectMember{Project: r.GetProject(), User: r.GetUser()}})
+	if err != nil {
+		return nil, err
+	}
+	return projectToPB(p), nil
+}
+
+func (s *Server) RemoveProjectMember(ctx context.Context, r *pb.ProjectMemberRequest) (*pb.Project, error) {
+	p, err := applyAs[directory.Project](s, ctx, &directory.Command{RemoveMember: &directory.ProjectMember{Project: r.GetProject(), User: r.GetUser()}})
+	if err != nil {
+		return nil, err
+	}
+	return projectToPB(p), nil
+}
+
+func (s *Server) ListProjects(ctx context.Context, r *pb.ListProjectsRequest) (*pb.ListProjectsResponse, error) {
+	resp := &pb.ListProjectsResponse{}
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		ps, err := d.Projects()
+		for _, p := range ps {
+			resp.Projects = append(resp.Projects, projectToPB(p))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ---- grants ----
+
+func (s *Server) AddGrant(ctx context.Context, r *pb.AddGrantRequest) (*pb.Grant, error) {
+	g, err := applyAs[directory.Grant](s, ctx, &directory.Command{AddGrant: &directory.AddGrant{
+		Subject: r.GetSubject(), Resource: r.GetResource(), Actions: r.GetActions(), From: fromTS(r.GetFrom()), Until: fromTSP(r.GetUntil()),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return grantToPB(g, s.cfg.Now()), nil
+}
+
+func (s *Server) RevokeGrant(ctx context.Context, r *pb.RevokeGrantRequest) (*pb.Grant, error) {
+	g, err := applyAs[directory.Grant](s, ctx, &directory.Command{RevokeGrant: &directory.RevokeGrant{ID: r.GetId(), Reason: r.GetReason()}})
+	if err != nil {
+		return nil, err
+	}
+	return grantToPB(g, s.cfg.Now()), nil
+}
+
+func (s *Server) ListGrants(ctx context.Context, r *pb.ListGrantsRequest) (*pb.ListGrantsResponse, error) {
+	resp := &pb.ListGrantsResponse{}
+	now := s.cfg.Now()
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		gs, err := d.Grants(directory.GrantFilter{Subject: r.GetSubject(), Resource: r.GetResource(), IncludeRevoked: r.GetIncludeRevoked()})
+		for _, g := range gs {
+			resp.Grants = append(resp.Grants, grantToPB(g, now))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ---- accounts ----
+
+func (s *Server) GetAccount(ctx context.Context, r *pb.GetAccountRequest) (*pb.Account, error) {
+	var out *pb.Account
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		a, err := d.Account(r.GetUser(), r.GetSite())
+		if err == nil {
+			out = accountToPB(a)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Server) ListAccounts(ctx context.Context, r *pb.ListAccountsRequest) (*pb.ListAccountsResponse, error) {
+	resp := &pb.ListAccountsResponse{}
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		as, err := d.Accounts(r.GetSite())
+		for _, a := range as {
+			resp.Accounts = append(resp.Accounts, accountToPB(a))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *Server) PinAccount(ctx context.Context, r *pb.PinAccountRequest) (*pb.Account, error) {
+	a, err := applyAs[directory.Account](s, ctx, &directory.Command{PinAccount: &directory.PinAccount{
+		User: r.GetUser(), Site: r.GetSite(), UID: r.GetUid(), GID: r.GetGid(), Username: r.GetUsername(),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return accountToPB(a), nil
+}
+
+// ---- cluster ----
+
+func (s *Server) Join(ctx context.Context, r *pb.JoinRequest) (*pb.JoinResponse, error) {
+	actor, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reg := &directory.RegisterNode{
+		Node:     directory.Node{ID: r.GetId(), Site: r.GetSite(), RaftAddr: r.GetRaftAddr(), APIAddr: r.GetApiAddr()},
+		UIDRange: rangeFromPB(r.GetUidRange()), GIDRange: rangeFromPB(r.GetGidRange()),
+	}
+	if err := s.cfg.Replica.Join(ctx, reg, !r.GetNonvoter(), actor); err != nil {
+		return nil, err
+	}
+	return &pb.JoinResponse{}, nil
+}
+
+func (s *Server) RemovePeer(ctx context.Context, r *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
+	actor, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Replica.RemovePeer(ctx, r.GetId(), actor); err != nil {
+		return nil, err
+	}
+	return &pb.RemovePeerResponse{}, nil
+}
+
+func (s *Server) ListPeers(ctx context.Context, r *pb.ListPeersRequest) (*pb.ListPeersResponse, error) {
+	resp := &pb.ListPeersResponse{}
+	err := s.read(ctx, r.GetRead(), func(*directory.Directory) error {
+		peers, err := s.cfg.Replica.Peers()
+		for _, p := range peers {
+			resp.Peers = append(resp.Peers, &pb.Peer{Id: p.ID, Addr: p.Addr, Suffrage: p.Suffrage, Leader: p.Leader})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if _, err := s.actor(ctx); err != nil {
+		return nil, err
+	}
+	st := s.cfg.Replica.Status()
+	var hash string
+	err := s.cfg.Replica.Read(ctx, true, func(d *directory.Directory) (err error) {
+		hash, err = d.Hash()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.StatusResponse{
+		Id: st.ID, Site: st.Site, State: st.State, LeaderId: st.LeaderID, AppliedIndex: st.AppliedIndex,
+		CommitIndex: st.CommitIndex, LastSnapshotIndex: st.LastSnapshotIndex, StateHash: hash,
+	}, nil
+}
+
+func (s *Server) Snapshot(ctx context.Context, _ *pb.SnapshotRequest) (*pb.SnapshotResponse, error) {
+	if _, err := s.actor(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Replica.Snapshot(); err != nil {
+		return nil, broker.Errorf(broker.ErrPrecondition, "snapshot failed: %v", err)
+	}
+	return &pb.SnapshotResponse{}, nil
+}
