@@ -544,11 +544,11 @@ func (a *applier) addGrant(c *AddGrant) (any, error) {
 	if c.Until != nil {
 		u := c.Until.UTC()
 		until = &u
-		if !u.After(from) {
-			return nil, broker.Errorf(broker.ErrInvalid, "grant window is inverted: until %s is not after from %s", u.Format(time.RFC3339), from.Format(time.RFC3339))
-		}
 		if !u.After(a.now) {
 			return nil, broker.Errorf(broker.ErrInvalid, "grant window ends at %s, which has already passed; give a later --until", u.Format(time.RFC3339))
+		}
+		if !u.After(from) {
+			return nil, broker.Errorf(broker.ErrInvalid, "grant window is inverted: until %s is not after from %s", u.Format(time.RFC3339), from.Format(time.RFC3339))
 		}
 	}
 	// A second grant for the same subject, resource and action over an

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"gopkg.in/yaml.v3"
+
+	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/cmd/labfed/internal/node"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+)
+
+// seed is the sample directory the demo loads (testdata/demo/directory.yaml).
+type seed struct {
+	Sites []struct {
+		Name     string `yaml:"name"`
+		UIDRange string `yaml:"uid_range"`
+		GIDRange string `yaml:"gid_range"`
+	} `yaml:"sites"`
+	Users []struct {
+		Name       string   `yaml:"name"`
+		Email      string   `yaml:"email"`
+		Home       string   `yaml:"home"`
+		Roles      []string `yaml:"roles"`
+		Identities []string `yaml:"identities"`
+	} `yaml:"users"`
+	Projects []struct {
+		Name    string   `yaml:"name"`
+		Members []string `yaml:"members"`
+	} `yaml:"projects"`
+	Pins []struct {
+		User     string `yaml:"user"`
+		Site     string `yaml:"site"`
+		UID      uint32 `yaml:"uid"`
+		GID      uint32 `yaml:"gid"`
+		Username string `yaml:"username"`
+	} `yaml:"pins"`
+	Grants []struct {
+		User     string   `yaml:"user"`
+		Project  string   `yaml:"project"`
+		Resource string   `yaml:"resource"`
+		Actions  []string `yaml:"actions"`
+		Until    string   `yaml:"until"`
+	} `yaml:"grants"`
+}
+
+func loadSeed(path string) (*seed, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read demo directory: %w; run the demo from the repository root or give --seed", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var s seed
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &s, nil
+}
+
+// apply writes the seed into the directory. Records that already exist are
+// left as they are, so a demo can be restarted on the same directory.
+func (s *seed) apply(ctx context.Context, d pb.DirectoryServiceClient) error {
+	skipExisting := func(err error) error {
+		if status.Code(err) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	}
+	for _, st := range s.Sites {
+		u, err := broker.ParseRange("uid", st.UIDRange)
+		if err != nil {
+			return err
+		}
+		g, err := broker.ParseRange("gid", st.GIDRange)
+		if err != nil {
+			return err
+		}
+		if _, err := d.AddSite(ctx, &pb.AddSiteRequest{Name: st.Name, UidRange: &pb.IDRange{Lo: u.Lo, Hi: u.Hi}, GidRange: &pb.IDRange{Lo: g.Lo, Hi: g.Hi}}); skipExisting(err) != nil {
+			return fmt.Errorf("site %s: %w", st.Name, err)
+		}
+	}
+	for _, u := range s.Users {
+		ids, err := parseIdentities(u.Identities)
+		if err != nil {
+			return err
+		}
+		if _, err := d.AddUser(ctx, &pb.AddUserRequest{Name: u.Name, Email: u.Email, Home: u.Home, Roles: u.Roles, Identities: ids}); skipExisting(err) != nil {
+			return fmt.Errorf("user %s: %w", u.Name, err)
+		}
+	}
+	for _, p := range s.Projects {
+		if _, err := d.AddProject(ctx, &pb.AddProjectRequest{Name: p.Name}); skipExisting(err) != nil {
+			return fmt.Errorf("project %s: %w", p.Name, err)
+		}
+		for _, m := range p.Members {
+			if _, err := d.AddProjectMember(ctx, &pb.ProjectMemberRequest{Project: p.Name, User: m}); skipExisting(err) != nil {
+				return fmt.Errorf("project %s member %s: %w", p.Name, m, err)
+			}
+		}
+	}
+	for _, p := range s.Pins {
+		if _, err := d.PinAccount(ctx, &pb.PinAccountRequest{User: p.User, Site: p.Site, Uid: p.UID, Gid: p.GID, Username: p.Username}); skipExisting(err) != nil {
+			return fmt.Errorf("pin %s at %s: %w", p.User, p.Site, err)
+		}
+	}
+	for _, g := range s.Grants {
+		subject := "user:" + g.User
+		if g.Project != "" {
+			subject = "project:" + g.Project
+		}
+		until, err := parseTime("until", g.Until)
+		if err != nil {
+			return err
+		}
+		if _, err := d.AddGrant(ctx, &pb.AddGrantRequest{Subject: subject, Resource: g.Resource, Actions: g.Actions, Until: until}); skipExisting(err) != nil {
+			return fmt.Errorf("grant to %s on %s: %w", subject, g.Resource, err)
+		}
+	}
+	return nil
+}
+
+// demoSites are the federation's sites in the order their nodes start.
+func demoSites(n int) []string {
+	base := []string{"rutgers", "psc", "fabric-dc"}
+	for i := len(base); i < n; i++ {
+		base = append(base, fmt.Sprintf("site-%d", i+1))
+	}
+	return base[:n]
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// federation is a demo federation of in-process broker nodes.
+type federation struct {
+	nodes []*node.Node
+	cfgs  []*node.Config
+	log   *slog.Logger
+}
+
+func startFederation(ctx context.Context, dir string, n int, log *slog.Logger) (*federation, error) {
+	f := &federation{log: log}
+	for i, site := range demoSites(n) {
+		api, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		raftAddr, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		lo := 200000 + uint32(i)*100000
+		cfgText := fmt.Sprintf("site: %s\nnode: %s-1\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\nuid_range: %d-%d\ngid_range: %d-%d\n",
+			site, site, filepath.Join(dir, site+"-1"), api, raftAddr, lo, lo+9999, lo, lo+9999)
+		cfg, err := node.ParseConfig(site+".yaml", []byte(cfgText))
+		if err != nil {
+			return f, err
+		}
+		opts := node.Options{Config: cfg, DevInsecure: true, Logger: log, Bootstrap: i == 0}
+		if i > 0 {
+			opts.Join = []string{f.cfgs[0].Listen.API}
+		}
+		nd, err := node.Start(ctx, opts)
+		if err != nil {
+			return f, fmt.Errorf("start %s: %w", site, err)
+		}
+		f.nodes = append(f.nodes, nd)
+		f.cfgs = append(f.cfgs, cfg)
+	}
+	return f, nil
+}
+
+// waitReady waits until every node is a Raft peer and answers a
+// linearizable read.
+func (f *federation) waitReady(ctx context.Context, cl *client.Client) error {
+	for {
+		resp, err := cl.Cluster.ListPeers(ctx, &pb.ListPeersRequest{})
+		if err == nil && len(resp.GetPeers()) == len(f.nodes) {
+			if _, err = cl.Directory.ListSites(ctx, &pb.ListSitesRequest{}); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("federation did not become ready: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (f *federation) close() {
+	for _, n := range f.nodes {
+		if n != nil {
+			n.Close()
+		}
+	}
+}
+
+func demoCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "start a whole federation on loopback (or, with --scenario, walk its flows and exit)",
+		Description: "Starts one broker node per site (rutgers, psc, fabric-dc) in this process on\n" +
+			"free loopback ports, bootstraps the federation, loads the sample directory from\n" +
+			"--seed, writes DIR/env.sh with the LABFED_* variables a client needs, prints\n" +
+			"`ready` and runs until interrupted. Source env.sh in another shell and try\n" +
+			"`labfed user list` or `labfed account list --site psc`.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "working `DIR` for the nodes' data and env.sh", Required: true},
+			&cli.IntFlag{Name: "sites", Value: 3, Usage: "number of sites (at least 1)"},
+			&cli.BoolFlag{Name: "scenario", Usage: "walk the flows end to end, printing each step; exit 0 only if every step worked"},
+			&cli.StringFlag{Name: "seed", Value: filepath.Join("testdata", "demo", "directory.yaml"), Usage: "sample directory `FILE` to load"},
+			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Int("sites") < 1 {
+				return errors.New("--sites must be at least 1")
+			}
+			sd, err := loadSeed(c.String("seed"))
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			dir, err := filepath.Abs(c.String("dir"))
+			if err != nil {
+				return err
+			}
+			// Each run starts a fresh federation in DIR.
+			for _, s := range demoSites(c.Int("sites")) {
+				os.RemoveAll(filepath.Join(dir, s+"-1"))
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			ctx := c.Context
+			f, err := startFederation(ctx, dir, c.Int("sites"), log)
+			defer f.close()
+			if err != nil {
+				return err
+			}
+			cl, err := client.Dial(f.nodes[0].Addr(), client.Options{DevInsecure: true})
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			defer cancel()
+			if err := f.waitReady(rctx, cl); err != nil {
+				return err
+			}
+			if err := sd.apply(rctx, cl.Directory); err != nil {
+				return fmt.Errorf("load %s: %w", c.String("seed"), err)
+			}
+			env := fmt.Sprintf("# labfed demo federation: source this file to talk to site %s as its administrator.\nexport LABFED_ADDR=%s\nexport LABFED_DEV_INSECURE=1\n", f.cfgs[0].Site, f.nodes[0].Addr())
+			for i, n := range f.nodes {
+				env += fmt.Sprintf("# %s: export LABFED_ADDR=%s\n", f.cfgs[i].Site, n.Addr())
+			}
+			if err := os.WriteFile(filepath.Join(dir, "env.sh"), []byte(env), 0o600); err != nil {
+				return err
+			}
+			if c.Bool("scenario") {
+				return runScenario(ctx, c.App.Writer, f)
+			}
+			fmt.Fprintln(c.App.Writer, "ready")
+			<-ctx.Done()
+			return nil
+		},
+	}
+}
+
+// runScenario walks the directory flows against a running demo federation.
+func runScenario(ctx context.Context, w io.Writer, f *federation) error {
+	step := 0
+	run := func(what string, fn func() (string, error)) error {
+		step++
+		out, err := fn()
+		if err != nil {
+			fmt.Fprintf(w, "step %d FAIL %s: %s\n", step, what, errorLine(err))
+			return fmt.Errorf("scenario step %d (%s) failed", step, what)
+		}
+		fmt.Fprintf(w, "step %d ok   %s: %s\n", step, what, out)
+		return nil
+	}
+	clients := make([]*client.Client, len(f.nodes))
+	for i, n := range f.nodes {
+		cl, err := client.Dial(n.Addr(), client.Options{DevInsecure: true})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		clients[i] = cl
+	}
+	last := clients[len(clients)-1]
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	steps := []struct {
+		what string
+		fn   func() (string, error)
+	}{
+		{"every site's node is a raft peer", func() (string, error) {
+			r, err := last.Cluster.ListPeers(ctx, &pb.ListPeersRequest{})
+			if err != nil {
+				return "", err
+			}
+			var ids []string
+			for _, p := range r.GetPeers() {
+				ids = append(ids, p.GetId()+"/"+p.GetSuffrage())
+			}
+			if len(ids) != len(f.nodes) {
+				return "", fmt.Errorf("%d peers, want %d", len(ids), len(f.nodes))
+			}
+			return strings.Join(ids, " "), nil
+		}},
+		{"a researcher at a college without a microscope is registered through the last site", func() (string, error) {
+			u, err := last.Directory.AddUser(ctx, &pb.AddUserRequest{Name: "erin", Email: "erin@small-college.edu", Home: f.cfgs[len(f.cfgs)-1].Site})
+			if err != nil {
+				return "", err
+			}
+			return "user " + u.GetName() + " home " + u.GetHome(), nil
+		}},
+		{"a grant on the first site's microscope allocates erin's POSIX account there", func() (string, error) {
+			g, err := last.Directory.AddGrant(ctx, &pb.AddGrantRequest{Subject: "user:erin", Resource: f.cfgs[0].Site + "/krios-g4", Actions: []string{broker.ActionInstrumentView}})
+			if err != nil {
+				return "", err
+			}
+			a, err := clients[0].Directory.GetAccount(ctx, &pb.GetAccountRequest{User: "erin", Site: f.cfgs[0].Site})
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s; account %s uid %d gid %d", g.GetId(), a.GetUsername(), a.GetUid(), a.GetGid()), nil
+		}},
+		{"an overlapping grant is refused and changes nothing", func() (string, error) {
+			_, err := last.Directory.AddGrant(ctx, &pb.AddGrantRequest{Subject: "user:erin", Resource: f.cfgs[0].Site + "/krios-g4", Actions: []string{broker.ActionInstrumentView}})
+			if status.Code(err) != codes.AlreadyExists {
+				return "", fmt.Errorf("got %v, want AlreadyExists", err)
+			}
+			return status.Convert(err).Message(), nil
+		}},
+		{"a pinned LDAP uid conflicting with erin's is refused", func() (string, error) {
+			a, err := clients[0].Directory.GetAccount(ctx, &pb.GetAccountRequest{User: "erin", Site: f.cfgs[0].Site})
+			if err != nil {
+				return "", err
+			}
+			_, err = clients[0].Directory.PinAccount(ctx, &pb.PinAccountRequest{User: "coord", Site: f.cfgs[0].Site, Uid: a.GetUid()})
+			if code := status.Code(err); code != codes.AlreadyExists {
+				return "", fmt.Errorf("got %v, want AlreadyExists", err)
+			}
+			return status.Convert(err).Message(), nil
+		}},
+		{"every replica holds the same directory", func() (string, error) {
+			return sameHash(ctx, clients)
+		}},
+	}
+	for _, s := range steps {
+		if err := run(s.what, s.fn); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w, "scenario passed")
+	return nil
+}
+
+// sameHash waits until every node reports the same state hash.
+func sameHash(ctx context.Context, clients []*client.Client) (string, error) {
+	for {
+		var hashes []string
+		for _, cl := range clients {
+			st, err := cl.Cluster.Status(ctx, &pb.StatusRequest{})
+			if err != nil {
+				return "", err
+			}
+			hashes = append(hashes, st.GetStateHash())
+		}
+		same := true
+		for _, h := range hashes {
+			same = same && h == hashes[0]
+		}
+		if same {
+			return "state hash " + hashes[0][:16] + " on all nodes", nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("replicas still differ: %v", hashes)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,126 @@
+// Package node wires one broker node together from concrete parts: the
+// bbolt Raft log and state, the file snapshot store, the Raft TCP transport,
+// the replica and the gRPC server.
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/labfed/labfed/broker"
+)
+
+// Config is a site's broker configuration file.
+type Config struct {
+	// Site is the institution's name in the federation.
+	Site string `yaml:"site"`
+	// Node names this broker; it defaults to the site name. A site may run
+	// several brokers with different node names.
+	Node    string `yaml:"node"`
+	DataDir string `yaml:"data_dir"`
+	Listen  struct {
+		API  string `yaml:"api"`
+		Raft string `yaml:"raft"`
+	} `yaml:"listen"`
+	// Advertise gives the addresses other nodes use, when they differ from
+	// the listen addresses (NAT, 0.0.0.0 binds).
+	Advertise struct {
+		API  string `yaml:"api"`
+		Raft string `yaml:"raft"`
+	} `yaml:"advertise"`
+	// UIDRange and GIDRange register the site with these ranges when it
+	// first joins; later changes go through labfed site update.
+	UIDRange string `yaml:"uid_range"`
+	GIDRange string `yaml:"gid_range"`
+	Raft     struct {
+		SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
+		TrailingLogs      uint64 `yaml:"trailing_logs"`
+	} `yaml:"raft"`
+
+	uidRange, gidRange *broker.Range
+}
+
+// LoadConfig reads and strictly decodes a config file: unknown fields, wrong
+// types and missing required values are errors naming the file and line.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig decodes a config file's bytes; name is used in messages.
+func ParseConfig(name string, b []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty; see testdata/config/rutgers.yaml for an example", name)
+		}
+		return nil, fmt.Errorf("%s: %s; see testdata/config/rutgers.yaml for the fields", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	if err := broker.ValidateName("site", c.Site); err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	if c.Node == "" {
+		c.Node = c.Site
+	}
+	if err := broker.ValidateName("node", c.Node); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir is required: the directory where this node keeps its Raft log, snapshots and state")
+	}
+	for _, a := range []struct{ field, v string }{{"listen.api", c.Listen.API}, {"listen.raft", c.Listen.Raft}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return fmt.Errorf("%s %q is not HOST:PORT (for example 127.0.0.1:7100)", a.field, a.v)
+		}
+	}
+	if c.Advertise.API == "" {
+		c.Advertise.API = c.Listen.API
+	}
+	if c.Advertise.Raft == "" {
+		c.Advertise.Raft = c.Listen.Raft
+	}
+	if c.UIDRange != "" || c.GIDRange != "" {
+		u, err := broker.ParseRange("uid", c.UIDRange)
+		if err != nil {
+			return fmt.Errorf("uid_range: %w", err)
+		}
+		g, err := broker.ParseRange("gid", c.GIDRange)
+		if err != nil {
+			return fmt.Errorf("gid_range: %w", err)
+		}
+		c.uidRange, c.gidRange = &u, &g
+	}
+	return nil
+}
+
+// IsLoopback reports whether host:port binds only to a loopback address.
+func IsLoopback(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}

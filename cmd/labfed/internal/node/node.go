@@ -1,0 +1,203 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/rpc"
+	"github.com/labfed/labfed/federation/replica"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+	"github.com/labfed/labfed/storage/boltlog"
+	"github.com/labfed/labfed/storage/boltstate"
+)
+
+// Options start a node.
+type Options struct {
+	Config *Config
+	// Bootstrap starts a new federation with this node as its first voter.
+	Bootstrap bool
+	// Join lists API addresses of existing nodes to join through.
+	Join     []string
+	NonVoter bool
+	// DevInsecure runs without TLS or authentication. It is refused unless
+	// every listener is on loopback.
+	DevInsecure bool
+	Logger      *slog.Logger
+	// Raft tunes Raft's configuration (tests shorten timeouts).
+	Raft func(*raft.Config)
+}
+
+// Node is a running broker node.
+type Node struct {
+	cfg     *Config
+	log     *slog.Logger
+	replica *replica.Replica
+	server  *rpc.Server
+	grpc    *grpc.Server
+	lis     net.Listener
+	done    chan error
+}
+
+// Start opens the node's stores, starts Raft and the gRPC API, and (with
+// Join) asks an existing node to add it. It returns once the API is
+// serving; joining continues in the background until it succeeds.
+func Start(ctx context.Context, o Options) (*Node, error) {
+	c := o.Config
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := o.Logger.With("node", c.Node)
+	if !o.DevInsecure {
+		return nil, errors.New("this build serves the API without TLS; run with --dev-insecure, which only binds loopback addresses")
+	}
+	for _, a := range []string{c.Listen.API, c.Listen.Raft} {
+		if !IsLoopback(a) {
+			return nil, fmt.Errorf("--dev-insecure refuses to listen on %s: without TLS and authentication only loopback addresses are allowed", a)
+		}
+	}
+	log.Warn("development mode: the API and Raft run without TLS or authentication; anyone on this host can change the directory")
+
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	logs, err := boltlog.Open(filepath.Join(c.DataDir, "raft.db"), boltlog.Options{})
+	if err != nil {
+		return nil, err
+	}
+	closeOnErr := func(cl interface{ Close() error }) {
+		if err != nil {
+			cl.Close()
+		}
+	}
+	defer closeOnErr(logs)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(c.DataDir, 2, replica.HCLog(log))
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	state, err := boltstate.Create(filepath.Join(c.DataDir, "state.db"), directory.Buckets())
+	if err != nil {
+		return nil, err
+	}
+	defer closeOnErr(state)
+	adv, err := net.ResolveTCPAddr("tcp", c.Advertise.Raft)
+	if err != nil {
+		return nil, fmt.Errorf("advertise.raft %q: %w", c.Advertise.Raft, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(c.Listen.Raft, adv, 5, 10*time.Second, replica.HCLog(log))
+	if err != nil {
+		return nil, fmt.Errorf("listen for raft on %s: %w", c.Listen.Raft, err)
+	}
+	defer closeOnErr(trans)
+	lis, err := net.Listen("tcp", c.Listen.API)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the API on %s: %w", c.Listen.API, err)
+	}
+	defer closeOnErr(lis)
+
+	tune := func(rc *raft.Config) {
+		if c.Raft.SnapshotThreshold > 0 {
+			rc.SnapshotThreshold = c.Raft.SnapshotThreshold
+		}
+		if c.Raft.TrailingLogs > 0 {
+			rc.TrailingLogs = c.Raft.TrailingLogs
+		}
+		if o.Raft != nil {
+			o.Raft(rc)
+		}
+	}
+	rep, err := replica.New(replica.Config{
+		Node:     directory.Node{ID: c.Node, Site: c.Site, RaftAddr: c.Advertise.Raft, APIAddr: c.Advertise.API},
+		UIDRange: c.uidRange, GIDRange: c.gidRange,
+		LogStore: logs, StableStore: logs, SnapshotStore: snaps, State: state, Transport: trans,
+		Bootstrap: o.Bootstrap, Raft: tune, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv := rpc.NewServer(rpc.Config{
+		Replica: rep,
+		Actor:   func(context.Context) (string, error) { return "dev-insecure", nil },
+		Dial:    dialInsecure,
+		Logger:  log,
+	})
+	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))
+	srv.Register(g)
+	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1)}
+	go func() { n.done <- g.Serve(lis) }()
+	if len(o.Join) > 0 {
+		go n.join(ctx, o.Join, !o.NonVoter)
+	}
+	return n, nil
+}
+
+func dialInsecure(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// join asks each address in turn to add this node until one succeeds.
+func (n *Node) join(ctx context.Context, addrs []string, voter bool) {
+	req := &pb.JoinRequest{
+		Id: n.cfg.Node, Site: n.cfg.Site, RaftAddr: n.cfg.Advertise.Raft, ApiAddr: n.cfg.Advertise.API, Nonvoter: !voter,
+	}
+	if n.cfg.uidRange != nil {
+		req.UidRange = &pb.IDRange{Lo: n.cfg.uidRange.Lo, Hi: n.cfg.uidRange.Hi}
+		req.GidRange = &pb.IDRange{Lo: n.cfg.gidRange.Lo, Hi: n.cfg.gidRange.Hi}
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		for _, a := range addrs {
+			conn, err := dialInsecure(a)
+			if err != nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			_, err = pb.NewClusterServiceClient(conn).Join(cctx, req)
+			cancel()
+			conn.Close()
+			if err == nil {
+				n.log.Info("joined the federation", "via", a)
+				return
+			}
+			n.log.Warn("join failed; will retry", "via", a, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Addr returns the API address the node listens on.
+func (n *Node) Addr() string { return n.lis.Addr().String() }
+
+// Replica returns the node's replica.
+func (n *Node) Replica() *replica.Replica { return n.replica }
+
+// Done is closed with the gRPC server's exit error.
+func (n *Node) Done() <-chan error { return n.done }
+
+// Close stops the API and Raft and closes the stores.
+func (n *Node) Close() error {
+	stopped := make(chan struct{})
+	go func() { n.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		n.grpc.Stop()
+	}
+	n.server.Close()
+	return n.replica.Shutdown()
+}

@@ -1,0 +1,96 @@
+package replica
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/labfed/labfed/broker/directory"
+)
+
+// fsm adapts the directory to raft.FSM.
+type fsm struct {
+	dir   *directory.Directory
+	state directory.SnapshotStore
+	// applied is the index of the last log entry the FSM has processed.
+	// raft.Raft.AppliedIndex runs ahead of the FSM (it counts entries handed
+	// to it, not entries applied), so linearizable reads wait on this.
+	applied atomic.Uint64
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+// Apply decodes and applies one command. A command that cannot be decoded
+// is answered with an error on every replica alike.
+func (f *fsm) Apply(l *raft.Log) any {
+	defer f.applied.Store(l.Index)
+	cmd, err := directory.DecodeCommand(l.Data)
+	if err != nil {
+		return directory.Result{Err: err}
+	}
+	return f.dir.Apply(cmd)
+}
+
+// snapshotMagic starts every snapshot: the format version and, after it, the
+// index of the last entry the snapshot includes, so a restored replica knows
+// how far its state goes.
+const snapshotMagic = "labfed-dir-v1\n"
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	sn, err := f.state.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	// Snapshot runs on the FSM goroutine between applies, so applied is
+	// exactly the state the pinned view holds.
+	return &fsmSnapshot{sn: sn, index: f.applied.Load()}, nil
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	br := bufio.NewReader(rc)
+	hdr := make([]byte, len(snapshotMagic)+8)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		return fmt.Errorf("replica: restore: read snapshot header: %w", err)
+	}
+	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
+		return errors.New("replica: restore: not a labfed directory snapshot (bad header)")
+	}
+	index := binary.BigEndian.Uint64(hdr[len(snapshotMagic):])
+	if err := f.state.Restore(br); err != nil {
+		return err
+	}
+	f.applied.Store(index)
+	return nil
+}
+
+type fsmSnapshot struct {
+	sn    directory.Snapshot
+	index uint64
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	hdr := make([]byte, 0, len(snapshotMagic)+8)
+	hdr = append(hdr, snapshotMagic...)
+	hdr = binary.BigEndian.AppendUint64(hdr, s.index)
+	bw := bufio.NewWriterSize(sink, 1<<20)
+	_, err := bw.Write(hdr)
+	if err == nil {
+		_, err = s.sn.WriteTo(bw)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("replica: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.sn.Release() }
