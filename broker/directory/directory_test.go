@@ -244,7 +244,7 @@ func TestBadInput(t *testing.T) {
 	}
 	d := fixture(t)
 	must(t, d, grant("user:alice", "rutgers/krios-g4", "instrument.operate")) // g-1
-	must(t, d, grant("user:alice", "psc/raw/alice", "storage.read"))         // g-2
+	must(t, d, grant("user:alice", "psc/raw/alice", "storage.read"))          // g-2
 	must(t, d, &directory.Command{RevokeGrant: &directory.RevokeGrant{ID: "g-2"}})
 	must(t, d, &directory.Command{AddUser: &directory.AddUser{Name: "sam", Email: "sam@x.org", Home: "psc"}})
 	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "sam", Status: ptr(directory.StatusSuspended)}})

@@ -224,7 +224,9 @@ func siteCommand() *cli.Command {
 						out = append(out, j)
 						rows = append(rows, []string{j.Name, j.UIDRange, j.GIDRange, strconv.Itoa(int(j.NextUID)), strconv.Itoa(int(j.NextGID))})
 					}
-					return show(c, out, func() error { return table(c.App.Writer, []string{"NAME", "UID RANGE", "GID RANGE", "NEXT UID", "NEXT GID"}, rows) })
+					return show(c, out, func() error {
+						return table(c.App.Writer, []string{"NAME", "UID RANGE", "GID RANGE", "NEXT UID", "NEXT GID"}, rows)
+					})
 				}),
 			},
 		},
