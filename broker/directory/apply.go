@@ -20,21 +20,15 @@ type Directory struct {
 // New returns a directory over s.
 func New(s Store) *Directory { return &Directory{store: s} }
 
-// Apply applies one command in one transaction. A command that fails changes
-// nothing. Apply is deterministic: its outcome depends only on cmd and the
-// prior state, never on clocks, randomness or map order.
+// Apply applies one command. A command that fails changes nothing. Apply is
+// deterministic: its outcome depends only on cmd and the prior state, never
+// on clocks, randomness or map order.
 func (d *Directory) Apply(cmd *Command) Result {
-	var val any
-	err := d.store.Update(func(tx Tx) error {
-		a := applier{tx: tx, now: cmd.Time.UTC(), actor: cmd.Actor}
-		v, err := a.apply(cmd)
-		val = v
-		return err
-	})
+	res, err := d.ApplyBatch([]*Command{cmd})
 	if err != nil {
 		return Result{Err: err}
 	}
-	return Result{Value: val}
+	return res[0]
 }
 
 type applier struct {

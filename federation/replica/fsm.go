@@ -23,17 +23,47 @@ type fsm struct {
 	applied atomic.Uint64
 }
 
-var _ raft.FSM = (*fsm)(nil)
+var _ raft.BatchingFSM = (*fsm)(nil)
 
-// Apply decodes and applies one command. A command that cannot be decoded
-// is answered with an error on every replica alike.
+// Apply decodes and applies one command.
 func (f *fsm) Apply(l *raft.Log) any {
-	defer f.applied.Store(l.Index)
-	cmd, err := directory.DecodeCommand(l.Data)
-	if err != nil {
-		return directory.Result{Err: err}
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies a run of committed entries in one state transaction.
+// An entry that cannot be decoded is answered with an error on every
+// replica alike. Configuration entries change nothing here.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	var cmds []*directory.Command
+	var at []int
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		cmd, err := directory.DecodeCommand(l.Data)
+		if err != nil {
+			out[i] = directory.Result{Err: err}
+			continue
+		}
+		cmds = append(cmds, cmd)
+		at = append(at, i)
 	}
-	return f.dir.Apply(cmd)
+	if len(cmds) > 0 {
+		res, err := f.dir.ApplyBatch(cmds)
+		if err != nil {
+			// The state store itself failed (disk full, I/O error). Going
+			// on would let this replica diverge from the others, so stop.
+			panic(fmt.Sprintf("replica: directory state store failed; stopping this node: %v", err))
+		}
+		for j, i := range at {
+			out[i] = res[j]
+		}
+	}
+	if len(logs) > 0 {
+		f.applied.Store(logs[len(logs)-1].Index)
+	}
+	return out
 }
 
 // snapshotMagic starts every snapshot: the format version and, after it, the
