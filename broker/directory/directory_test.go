@@ -287,3 +287,56 @@ func TestDeterministic(t *testing.T) {
 		t.Errorf("same log gave hashes %s and %s", a, b)
 	}
 }
+
+// TestBatchFailedCommandLeavesNoTrace runs a batch whose middle command
+// writes several records and then fails: none of its writes may survive,
+// while the commands around it apply.
+func TestBatchFailedCommandLeavesNoTrace(t *testing.T) {
+	d := fixture(t)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		must(t, d, &directory.Command{AddUser: &directory.AddUser{Name: u, Email: u + "@x.org", Home: "psc"}})
+		must(t, d, &directory.Command{AddMember: &directory.ProjectMember{Project: "cryo-lab", User: u}})
+	}
+	// cryo-lab has 4 members; psc has 3 uids: the project grant allocates
+	// three accounts and fails on the fourth.
+	cmds := []*directory.Command{
+		{Time: t0, AddProject: &directory.AddProject{Name: "before"}},
+		{Time: t0, AddGrant: &directory.AddGrant{Subject: "project:cryo-lab", Resource: "psc/gpu", Actions: []string{"compute.create"}}},
+		{Time: t0, AddProject: &directory.AddProject{Name: "after"}},
+	}
+	res, err := d.ApplyBatch(cmds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Err != nil || res[2].Err != nil || !errors.Is(res[1].Err, broker.ErrExhausted) {
+		t.Fatalf("ApplyBatch errors = %v, %v, %v; want nil, exhausted, nil", res[0].Err, res[1].Err, res[2].Err)
+	}
+	if accs, _ := d.Accounts("psc"); len(accs) != 0 {
+		t.Errorf("Accounts(psc) = %d accounts after a failed grant, want 0", len(accs))
+	}
+	if gs, _ := d.Grants(directory.GrantFilter{IncludeRevoked: true}); len(gs) != 0 {
+		t.Errorf("Grants() = %d after a failed grant, want 0", len(gs))
+	}
+	if s, _ := d.Site("psc"); s.NextUID != 300000 {
+		t.Errorf("psc NextUID = %d after a failed grant, want 300000", s.NextUID)
+	}
+	for _, p := range []string{"before", "after"} {
+		if _, err := d.Project(p); err != nil {
+			t.Errorf("Project(%s) = %v, want it applied", p, err)
+		}
+	}
+	// The same log applied one command at a time gives the same state.
+	d2 := fixture(t)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		must(t, d2, &directory.Command{AddUser: &directory.AddUser{Name: u, Email: u + "@x.org", Home: "psc"}})
+		must(t, d2, &directory.Command{AddMember: &directory.ProjectMember{Project: "cryo-lab", User: u}})
+	}
+	for _, c := range cmds {
+		d2.Apply(c)
+	}
+	h1, _ := d.Hash()
+	h2, _ := d2.Hash()
+	if h1 != h2 {
+		t.Errorf("batch and one-by-one application differ: %s vs %s", h1, h2)
+	}
+}
