@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -647,6 +648,12 @@ func accountCommand() *cli.Command {
 					jsonFlag(),
 				},
 				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					for _, f := range []string{"uid", "gid"} {
+						// Converting to uint32 below must not wrap around.
+						if v := c.Uint(f); uint64(v) > math.MaxUint32 {
+							return fmt.Errorf("--%s %d cannot be pinned: it must be between %d and %d", f, v, broker.MinPosixID, broker.MaxPosixID)
+						}
+					}
 					a, err := cl.Directory.PinAccount(ctx, &pb.PinAccountRequest{User: c.String("user"), Site: c.String("site"), Uid: uint32(c.Uint("uid")), Gid: uint32(c.Uint("gid")), Username: c.String("username")})
 					if err != nil {
 						return err

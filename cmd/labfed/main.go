@@ -47,9 +47,14 @@ func errorLine(err error) string {
 		case codes.DeadlineExceeded:
 			msg = "the broker did not answer in time; check that it is running and has a leader (labfed raft peers)"
 		}
-		return msg
+		return oneLine(msg)
 	}
-	return strings.ReplaceAll(err.Error(), "\n", " ")
+	return oneLine(err.Error())
+}
+
+// oneLine joins the lines of a message with spaces.
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", " "), "\n", " ")
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
@@ -99,7 +104,7 @@ func dial(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, 
 func withClient(fn func(c *cli.Context, cl *client.Client, ctx context.Context) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.Args().Len() > 0 && !acceptsArgs(c) {
-			return fmt.Errorf("unexpected argument %q; see labfed %s --help", c.Args().First(), c.Command.HelpName)
+			return fmt.Errorf("unexpected argument %q; see %s --help", c.Args().First(), c.Command.HelpName)
 		}
 		cl, ctx, done, err := dial(c)
 		if err != nil {
@@ -145,9 +150,9 @@ func oneArg(c *cli.Context, what string) (string, error) {
 	case 1:
 		return c.Args().First(), nil
 	case 0:
-		return "", fmt.Errorf("missing %s; usage: labfed %s %s", what, c.Command.HelpName, c.Command.ArgsUsage)
+		return "", fmt.Errorf("missing %s; usage: %s %s", what, c.Command.HelpName, c.Command.ArgsUsage)
 	}
-	return "", fmt.Errorf("too many arguments; usage: labfed %s %s", c.Command.HelpName, c.Command.ArgsUsage)
+	return "", fmt.Errorf("too many arguments; usage: %s %s", c.Command.HelpName, c.Command.ArgsUsage)
 }
 
 // interspersed moves a leaf command's positional arguments after its flags,
@@ -199,7 +204,12 @@ func interspersed(app *cli.App, args []string) []string {
 		switch {
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			out = append(out, a)
-			if takesValue(flags, a) && i+1 < len(args) {
+			if takesValue(flags, a) {
+				if i+1 == len(args) {
+					// The flag lacks its value: leave it last, so the
+					// parser says so instead of taking the "--" below.
+					return out
+				}
 				out = append(out, args[i+1])
 				i++
 			}
