@@ -622,6 +622,9 @@ func TestInterspersed(t *testing.T) {
 		{"labfed grant revoke g-1 --reason -x", "labfed grant revoke --reason -x -- g-1"},
 		{"labfed user add dora --identity a=b --role researcher --email d@e.f --home psc", "labfed user add --identity a=b --role researcher --email d@e.f --home psc -- dora"},
 		{"labfed user list --json", "labfed user list --json"},
+		// Global flags after the command move to the front.
+		{"labfed user list --addr 127.0.0.1:9 --json", "labfed --addr 127.0.0.1:9 user list --json"},
+		{"labfed user show alice --dev-insecure --timeout=2s", "labfed --dev-insecure --timeout=2s user show -- alice"},
 		{"labfed site list", "labfed site list"},
 		{"labfed site add psc --help", "labfed site add psc --help"},
 		{"labfed site add psc -h", "labfed site add psc -h"},

@@ -534,6 +534,9 @@ func grantCommand() *cli.Command {
 					jsonFlag(), staleFlag(),
 				},
 				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					if c.String("user") != "" && c.String("project") != "" {
+						return fmt.Errorf("give either --user or --project, not both")
+					}
 					req := &pb.ListGrantsRequest{Read: readOpts(c), Resource: c.String("resource"), IncludeRevoked: c.Bool("all")}
 					if u := c.String("user"); u != "" {
 						req.Subject = "user:" + u

@@ -198,10 +198,18 @@ func interspersed(app *cli.App, args []string) []string {
 			break
 		}
 	}
-	var positional []string
+	var positional, globals []string
 	for ; i < len(args); i++ {
 		a := args[i]
 		switch {
+		case strings.HasPrefix(a, "-") && len(a) > 1 && !hasFlag(flags, a) && hasFlag(app.Flags, a):
+			// A global flag given after the command ("labfed user list
+			// --addr X") moves to the front, where the parser expects it.
+			globals = append(globals, a)
+			if takesValue(app.Flags, a) && i+1 < len(args) {
+				globals = append(globals, args[i+1])
+				i++
+			}
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			out = append(out, a)
 			if takesValue(flags, a) {
@@ -221,7 +229,23 @@ func interspersed(app *cli.App, args []string) []string {
 		out = append(out, "--")
 		out = append(out, positional...)
 	}
+	if len(globals) > 0 {
+		out = append(append([]string{out[0]}, globals...), out[1:]...)
+	}
 	return out
+}
+
+// hasFlag reports whether flag token a names one of flags.
+func hasFlag(flags []cli.Flag, a string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // takesValue reports whether flag token a (like "--uid-range" or "-x")

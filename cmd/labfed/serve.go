@@ -66,7 +66,8 @@ func serveCommand() *cli.Command {
 				log.Info("shutting down")
 			case err := <-n.Done():
 				if err != nil {
-					log.Error("API server stopped", "err", err)
+					n.Close()
+					return fmt.Errorf("the API server stopped: %w", err)
 				}
 			}
 			return n.Close()

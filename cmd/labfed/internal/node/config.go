@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -41,7 +42,9 @@ type Config struct {
 	GIDRange string `yaml:"gid_range"`
 	Raft     struct {
 		SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
-		TrailingLogs      uint64 `yaml:"trailing_logs"`
+		// SnapshotInterval is how often the threshold is checked.
+		SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+		TrailingLogs     uint64        `yaml:"trailing_logs"`
 	} `yaml:"raft"`
 
 	uidRange, gidRange *broker.Range
@@ -97,6 +100,9 @@ func (c *Config) validate() error {
 	}
 	if c.Advertise.Raft == "" {
 		c.Advertise.Raft = c.Listen.Raft
+	}
+	if c.Raft.SnapshotInterval < 0 || (c.Raft.SnapshotInterval > 0 && c.Raft.SnapshotInterval < time.Second) {
+		return fmt.Errorf("raft.snapshot_interval %s is too short; give at least 1s, such as 2m", c.Raft.SnapshotInterval)
 	}
 	if c.UIDRange != "" || c.GIDRange != "" {
 		u, err := broker.ParseRange("uid", c.UIDRange)

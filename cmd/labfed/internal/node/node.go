@@ -58,6 +58,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := o.Logger.With("node", c.Node)
+	if o.NonVoter && len(o.Join) == 0 {
+		return nil, errors.New("--nonvoter only applies when joining; give --join ADDR too")
+	}
 	if !o.DevInsecure {
 		return nil, errors.New("this build serves the API without TLS; run with --dev-insecure, which only binds loopback addresses")
 	}
@@ -108,6 +111,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	tune := func(rc *raft.Config) {
 		if c.Raft.SnapshotThreshold > 0 {
 			rc.SnapshotThreshold = c.Raft.SnapshotThreshold
+		}
+		if c.Raft.SnapshotInterval > 0 {
+			rc.SnapshotInterval = c.Raft.SnapshotInterval
 		}
 		if c.Raft.TrailingLogs > 0 {
 			rc.TrailingLogs = c.Raft.TrailingLogs
@@ -186,7 +192,7 @@ func (n *Node) Addr() string { return n.lis.Addr().String() }
 // Replica returns the node's replica.
 func (n *Node) Replica() *replica.Replica { return n.replica }
 
-// Done is closed with the gRPC server's exit error.
+// Done receives the gRPC server's exit error once, when it stops serving.
 func (n *Node) Done() <-chan error { return n.done }
 
 // Close stops the API and Raft and closes the stores.
