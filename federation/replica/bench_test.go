@@ -393,4 +393,3 @@ func benchPopulate(tb testing.TB, f *fsm, users int) {
 		}
 	}
 }
-

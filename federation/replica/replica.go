@@ -229,14 +229,14 @@ func (r *Replica) Apply(ctx context.Context, cmd *directory.Command) (any, error
 		return nil, err
 	}
 	fut := r.raft.Apply(b, timeoutOf(ctx, 10*time.Second))
-	if err := fut.Error(); err != nil {
+	if err := r.wait(ctx, fut); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
 			// The entry never entered the log.
 			return nil, r.notLeader()
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, broker.Errorf(broker.ErrUnavailable, "this node is shutting down; send the request to another node")
 		}
+		// Anything else, ErrRaftShutdown included, may come after the
+		// entry was replicated or even committed.
 		return nil, fmt.Errorf("%w: %v; check with a read before retrying", broker.ErrAmbiguous, err)
 	}
 	res, ok := fut.Response().(directory.Result)
@@ -244,6 +244,22 @@ func (r *Replica) Apply(ctx context.Context, cmd *directory.Command) (any, error
 		return nil, fmt.Errorf("replica: unexpected apply response %T", fut.Response())
 	}
 	return res.Value, res.Err
+}
+
+// wait waits for f, but only as long as ctx and this replica last: Raft
+// never answers a future still queued when it shuts down
+// (hashicorp/raft#498). Giving up leaves the operation's outcome unknown.
+func (r *Replica) wait(ctx context.Context, f raft.Future) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.stop:
+		return raft.ErrRaftShutdown
+	}
 }
 
 // Read runs fn against the directory. Unless stale, it runs only on the
@@ -268,7 +284,7 @@ func (r *Replica) readBarrier(ctx context.Context) error {
 		// leaders are applied here before trusting the commit index.
 		r.barrierMu.Lock()
 		if r.readyTerm.Load() != term {
-			if err := r.raft.Barrier(timeoutOf(ctx, 5*time.Second)).Error(); err != nil {
+			if err := r.wait(ctx, r.raft.Barrier(timeoutOf(ctx, 5*time.Second))); err != nil {
 				r.barrierMu.Unlock()
 				return r.notLeader()
 			}
@@ -277,7 +293,7 @@ func (r *Replica) readBarrier(ctx context.Context) error {
 		r.barrierMu.Unlock()
 	}
 	readIndex := r.raft.CommitIndex()
-	if err := r.raft.VerifyLeader().Error(); err != nil {
+	if err := r.wait(ctx, r.raft.VerifyLeader()); err != nil {
 		return r.notLeader()
 	}
 	if r.raft.CurrentTerm() != term {
@@ -310,8 +326,23 @@ func (r *Replica) onlyNonCommands(from, to uint64) bool {
 		return false
 	}
 	var l raft.Log
+	snap := uint64(0)
 	for i := from; i <= to; i++ {
-		if err := r.cfg.LogStore.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+		err := r.cfg.LogStore.GetLog(i, &l)
+		if errors.Is(err, raft.ErrLogNotFound) {
+			// A snapshot can end past the last command, on a barrier:
+			// a node that installed it has those entries in neither its
+			// log nor applied. Everything up to the last snapshot is in
+			// the state, whether this node took the snapshot or
+			// restored it.
+			if snap == 0 {
+				snap = r.Status().LastSnapshotIndex
+			}
+			if i <= snap {
+				continue
+			}
+		}
+		if err != nil || l.Type == raft.LogCommand {
 			return false
 		}
 	}
