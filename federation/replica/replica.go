@@ -231,7 +231,7 @@ func (r *Replica) Apply(ctx context.Context, cmd *directory.Command) (any, error
 	fut := r.raft.Apply(b, timeoutOf(ctx, 10*time.Second))
 	if err := r.wait(ctx, fut); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			// The entry never entered the log.
 			return nil, r.notLeader()
 		}
@@ -286,7 +286,7 @@ func (r *Replica) readBarrier(ctx context.Context) error {
 		if r.readyTerm.Load() != term {
 			if err := r.wait(ctx, r.raft.Barrier(timeoutOf(ctx, 5*time.Second))); err != nil {
 				r.barrierMu.Unlock()
-				return r.notLeader()
+				return r.readFailed(err)
 			}
 			r.readyTerm.Store(term)
 		}
@@ -294,12 +294,23 @@ func (r *Replica) readBarrier(ctx context.Context) error {
 	}
 	readIndex := r.raft.CommitIndex()
 	if err := r.wait(ctx, r.raft.VerifyLeader()); err != nil {
-		return r.notLeader()
+		return r.readFailed(err)
 	}
 	if r.raft.CurrentTerm() != term {
 		return r.notLeader()
 	}
 	return r.waitApplied(ctx, readIndex)
+}
+
+// readFailed explains why a linearizable read could not be confirmed. A
+// node that lost leadership names the new leader; one that is still leader
+// but could not reach a quorum in time says so rather than naming itself,
+// which would send a forwarded request back to where it came from.
+func (r *Replica) readFailed(err error) error {
+	if r.raft.State() != raft.Leader {
+		return r.notLeader()
+	}
+	return broker.Errorf(broker.ErrUnavailable, "this node could not confirm its leadership with a quorum (%v); retry", err)
 }
 
 // waitApplied waits until the FSM has processed every command up to index.
@@ -470,8 +481,8 @@ func (r *Replica) Shutdown() error {
 	return err
 }
 
-// HCLog sends Raft's logs to slog at one level lower than Raft's own
-// chattiness: Raft's info lines are debug here.
+// HCLog sends Raft's warnings and errors to slog; Raft's info lines are
+// too chatty for an operator's log and are dropped.
 func HCLog(l *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   "raft",
