@@ -43,7 +43,9 @@ type overlay struct {
 	writes map[string]map[string][]byte
 }
 
-func newOverlay(base Tx) *overlay { return &overlay{base: base, writes: map[string]map[string][]byte{}} }
+func newOverlay(base Tx) *overlay {
+	return &overlay{base: base, writes: map[string]map[string][]byte{}}
+}
 
 func (o *overlay) Get(bucket, key string) []byte {
 	if w, ok := o.writes[bucket][key]; ok {
