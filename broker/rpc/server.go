@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,7 +137,13 @@ func (s *Server) forward(ctx context.Context, method string, req, typed any, nl 
 	fctx := metadata.NewOutgoingContext(ctx, md)
 	if err := conn.Invoke(fctx, method, req, out); err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
-			return nil, status.Errorf(codes.Unavailable, "leader %s at %s did not answer (%s); retry", nl.LeaderID, nl.LeaderAPI, st.Message())
+			if strings.HasPrefix(st.Message(), "connection error") {
+				// No connection to the leader could be made, so the
+				// request never left this node: safe to retry once a new
+				// leader is elected.
+				return nil, toStatus(broker.Errorf(broker.ErrUnavailable, "leader %s at %s cannot be reached (%s); retry", nl.LeaderID, nl.LeaderAPI, st.Message()))
+			}
+			return nil, status.Errorf(codes.Unavailable, "leader %s at %s did not answer (%s); the request may or may not have been applied", nl.LeaderID, nl.LeaderAPI, st.Message())
 		}
 		return nil, err
 	}

@@ -209,6 +209,16 @@ func (f *federation) waitReady(ctx context.Context, cl *client.Client) error {
 	}
 }
 
+// index returns the position of the node with Raft id id, or -1.
+func (f *federation) index(id string) int {
+	for i, c := range f.cfgs {
+		if c.Node == id {
+			return i
+		}
+	}
+	return -1
+}
+
 func (f *federation) close() {
 	for _, n := range f.nodes {
 		if n != nil {
@@ -315,6 +325,7 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 		clients[i] = cl
 	}
 	last := clients[len(clients)-1]
+	var stopped string // id of the node stopped by the failover step
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	steps := []struct {
@@ -373,6 +384,48 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 		}},
 		{"every replica holds the same directory", func() (string, error) {
 			return sameHash(ctx, clients)
+		}},
+		{"the leader stops; a write through another site still succeeds", func() (string, error) {
+			r, err := last.Cluster.ListPeers(ctx, &pb.ListPeersRequest{})
+			if err != nil {
+				return "", err
+			}
+			for _, p := range r.GetPeers() {
+				if p.GetLeader() {
+					stopped = p.GetId()
+				}
+			}
+			i := f.index(stopped)
+			if i < 0 || len(f.nodes) < 3 {
+				return "", fmt.Errorf("need a leader among at least 3 nodes; have %d nodes, leader %q", len(f.nodes), stopped)
+			}
+			f.nodes[i].Close()
+			f.nodes[i] = nil
+			writer := clients[(i+1)%len(clients)]
+			start := time.Now()
+			u, err := writer.Directory.AddUser(ctx, &pb.AddUserRequest{Name: "frank", Email: "frank@small-college.edu", Home: f.cfgs[len(f.cfgs)-1].Site})
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("stopped %s; added user %s in %s while a new leader was elected", stopped, u.GetName(), time.Since(start).Round(time.Millisecond)), nil
+		}},
+		{"the stopped node restarts from its data and catches up", func() (string, error) {
+			i := f.index(stopped)
+			n, err := node.Start(ctx, node.Options{Config: f.cfgs[i], DevInsecure: true, Logger: f.log})
+			if err != nil {
+				return "", err
+			}
+			f.nodes[i] = n
+			u, err := clients[i].Directory.GetUser(ctx, &pb.GetUserRequest{Name: "frank", Read: &pb.ReadOptions{Stale: true}})
+			for err != nil && ctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+				u, err = clients[i].Directory.GetUser(ctx, &pb.GetUserRequest{Name: "frank", Read: &pb.ReadOptions{Stale: true}})
+			}
+			if err != nil {
+				return "", err
+			}
+			h, err := sameHash(ctx, clients)
+			return fmt.Sprintf("%s sees user %s; %s", stopped, u.GetName(), h), err
 		}},
 	}
 	for _, s := range steps {
