@@ -679,3 +679,17 @@ func TestCLIFlagsAfterArguments(t *testing.T) {
 		t.Errorf("user show dora --stale --json = %+v, want dora", got)
 	}
 }
+
+func TestUnknownCommand(t *testing.T) {
+	tests := []struct{ args, want string }{
+		{"labfed foo", `unknown command "foo"; see labfed --help`},
+		{"labfed site foo", `unknown command "foo" for labfed site`},
+	}
+	for _, test := range tests {
+		app := newApp(io.Discard, io.Discard)
+		err := app.Run(interspersed(app, strings.Fields(test.args)))
+		if err == nil || !strings.Contains(errorLine(err), test.want) {
+			t.Errorf("run %q = %v, want an error containing %q", test.args, err, test.want)
+		}
+	}
+}

@@ -58,7 +58,7 @@ func oneLine(s string) string {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "labfed",
 		Usage: "share scientific instruments, storage and compute across a federation of sites",
 		Description: "labfed runs a broker node per institution (labfed serve) that keeps a Raft-replicated\n" +
@@ -84,6 +84,35 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			raftCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors
+		Action:         unknownCommand,
+	}
+	setUnknown(app.Commands)
+	return app
+}
+
+// unknownCommand answers a command name that is not one of ours, instead
+// of urfave/cli's "No help topic".
+func unknownCommand(c *cli.Context) error {
+	if c.Args().Len() == 0 {
+		return cli.ShowAppHelp(c)
+	}
+	return fmt.Errorf("unknown command %q; see labfed --help for the commands", c.Args().First())
+}
+
+// setUnknown makes every command group report unknown subcommands clearly.
+func setUnknown(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		if len(cmd.Subcommands) == 0 {
+			continue
+		}
+		name := cmd.Name
+		cmd.Action = func(c *cli.Context) error {
+			if c.Args().Len() == 0 {
+				return cli.ShowSubcommandHelp(c)
+			}
+			return fmt.Errorf("unknown command %q for labfed %s; see labfed %s --help", c.Args().First(), name, name)
+		}
+		setUnknown(cmd.Subcommands)
 	}
 }
 
