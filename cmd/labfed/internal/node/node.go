@@ -47,6 +47,8 @@ type Node struct {
 	grpc    *grpc.Server
 	lis     net.Listener
 	done    chan error
+	// stopJoin ends the background join loop on Close.
+	stopJoin context.CancelFunc
 }
 
 // Start opens the node's stores, starts Raft and the gRPC API, and (with
@@ -139,10 +141,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	})
 	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))
 	srv.Register(g)
-	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1)}
+	jctx, stopJoin := context.WithCancel(ctx)
+	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin}
 	go func() { n.done <- g.Serve(lis) }()
 	if len(o.Join) > 0 {
-		go n.join(ctx, o.Join, !o.NonVoter)
+		go n.join(jctx, o.Join, !o.NonVoter)
 	}
 	return n, nil
 }
@@ -197,6 +200,7 @@ func (n *Node) Done() <-chan error { return n.done }
 
 // Close stops the API and Raft and closes the stores.
 func (n *Node) Close() error {
+	n.stopJoin()
 	stopped := make(chan struct{})
 	go func() { n.grpc.GracefulStop(); close(stopped) }()
 	select {
