@@ -44,7 +44,7 @@ func benchRawFdatasyncNs(tb testing.TB, dir string, n int) float64 {
 		if _, err := f.WriteAt(buf, 0); err != nil {
 			tb.Fatal(err)
 		}
-		if err := f.Sync(); err != nil {
+		if err := datasync(f); err != nil {
 			tb.Fatal(err)
 		}
 	}
