@@ -9,12 +9,15 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -28,6 +31,8 @@ type Options struct {
 	RetryFor time.Duration
 	// DevInsecure connects without TLS, to a broker run with --dev-insecure.
 	DevInsecure bool
+	// TLS configures the connection otherwise (see broker/pki).
+	TLS *tls.Config
 }
 
 // Client talks to one broker; writes reach the leader through it.
@@ -44,8 +49,13 @@ func Dial(addr string, o Options) (*Client, error) {
 		o.RetryFor = 10 * time.Second
 	}
 	opts := []grpc.DialOption{grpc.WithChainUnaryInterceptor(retry(o.RetryFor))}
-	if o.DevInsecure {
+	switch {
+	case o.DevInsecure:
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	case o.TLS != nil:
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(o.TLS)))
+	default:
+		return nil, errors.New("no transport security configured: give the federation CA (and a certificate), or use development mode")
 	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {

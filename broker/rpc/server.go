@@ -31,6 +31,7 @@ import (
 
 	"github.com/labfed/labfed/broker"
 	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -52,6 +53,10 @@ type Config struct {
 	Replica Replica
 	// Actor names the caller of a request for the directory's records.
 	Actor func(ctx context.Context) (string, error)
+	// Peer, when set, returns the caller's verified federation identity;
+	// Join then admits only a broker joining under its own certificate's
+	// site and name. Nil only in development mode.
+	Peer func(ctx context.Context) (pki.Identity, error)
 	// Dial opens a connection to another broker for forwarding.
 	Dial   func(addr string) (*grpc.ClientConn, error)
 	Logger *slog.Logger
@@ -127,9 +132,14 @@ func (s *Server) forward(ctx context.Context, method string, req, typed any, nl 
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "cannot reach leader %s at %s: %v; retry", nl.LeaderID, nl.LeaderAPI, err)
 	}
+	actor, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
 	md.Set(forwardedHeader, "1")
+	md.Set(actorHeader, actor)
 	// Drop transport-level pseudo headers that must not be re-sent.
 	for _, k := range []string{":authority", "content-type", "user-agent", "te"} {
 		delete(md, k)
@@ -478,6 +488,17 @@ func (s *Server) Join(ctx context.Context, r *pb.JoinRequest) (*pb.JoinResponse,
 	actor, err := s.actor(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.Peer != nil {
+		id, err := s.cfg.Peer(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// A broker forwarding a join has checked the joiner itself.
+		forwardedByBroker := isForwarded(ctx) && id.Kind == pki.KindBroker
+		if !forwardedByBroker && (id.Kind != pki.KindBroker || id.Site != r.GetSite() || id.Name != r.GetId()) {
+			return nil, status.Errorf(codes.PermissionDenied, "certificate %s may not join as node %s of site %s; a broker joins only under its own certificate's site and name", id, r.GetId(), r.GetSite())
+		}
 	}
 	reg := &directory.RegisterNode{
 		Node:     directory.Node{ID: r.GetId(), Site: r.GetSite(), RaftAddr: r.GetRaftAddr(), APIAddr: r.GetApiAddr()},

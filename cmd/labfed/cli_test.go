@@ -52,7 +52,7 @@ func startTestFederation(t testing.TB) *testFed {
 	isolateEnv(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	f, err := startFederation(ctx, dir, 3, slog.New(slog.DiscardHandler))
+	f, err := startFederation(ctx, dir, 3, slog.New(slog.DiscardHandler), true)
 	t.Cleanup(func() {
 		f.close()
 		cancel()
@@ -428,7 +428,7 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "unknown flag", args: "site list --bogus --json", want: "flag provided but not defined: -bogus"},
 		{name: "missing required flag", args: "account show --user alice --json", want: `Required flag "site" not set`},
 		{name: "unknown command", args: "sites list", want: "sites"},
-		{name: "no --dev-insecure", args: "user list --json", want: "pass --dev-insecure", insecureOff: true},
+		{name: "no --dev-insecure", args: "user list --json", want: "no federation CA given", insecureOff: true},
 	}
 	leader := tf.leader(t)
 	for _, target := range []string{"leader", "follower"} {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/labfed/labfed/broker"
 	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/cmd/labfed/internal/node"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
@@ -154,13 +155,51 @@ func freeAddr() (string, error) {
 
 // federation is a demo federation of in-process broker nodes.
 type federation struct {
-	nodes []*node.Node
-	cfgs  []*node.Config
-	log   *slog.Logger
+	nodes    []*node.Node
+	cfgs     []*node.Config
+	log      *slog.Logger
+	insecure bool
+	// client is how the demo's administrator talks to the brokers.
+	client client.Options
+	// env lists the LABFED_* variables env.sh exports besides the address.
+	env []string
 }
 
-func startFederation(ctx context.Context, dir string, n int, log *slog.Logger) (*federation, error) {
-	f := &federation{log: log}
+// startFederation starts n sites' brokers. Unless insecure, it first makes
+// a federation CA in DIR/ca with a broker certificate per node and an
+// administrator certificate for the coordinator, and runs everything over
+// mutual TLS as production does.
+func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, insecure bool) (*federation, error) {
+	f := &federation{log: log, insecure: insecure, client: client.Options{DevInsecure: true}, env: []string{"LABFED_DEV_INSECURE=1"}}
+	var ca *pki.CA
+	caDir := filepath.Join(dir, "ca")
+	if !insecure {
+		os.RemoveAll(caDir)
+		if err := os.MkdirAll(caDir, 0o700); err != nil {
+			return f, err
+		}
+		var err error
+		if ca, err = pki.NewCA("labfed-demo", 30*24*time.Hour); err != nil {
+			return f, err
+		}
+		caCert, caKey, caCRL := caFiles(caDir)
+		if err := ca.Save(caCert, caKey); err != nil {
+			return f, err
+		}
+		if err := ca.Revoke(caCRL); err != nil {
+			return f, err
+		}
+		admin := filepath.Join(caDir, "coord")
+		if err := issue(ca, pki.Identity{Site: demoSites(1)[0], Kind: pki.KindAdmin, Name: "coord"}, nil, 30*24*time.Hour, admin); err != nil {
+			return f, err
+		}
+		b, err := pki.Load(pki.Files{CA: caCert, Cert: admin + ".crt", Key: admin + ".key", CRL: caCRL})
+		if err != nil {
+			return f, err
+		}
+		f.client = client.Options{TLS: b.ClientConfig(pki.KindBroker)}
+		f.env = []string{"LABFED_CA=" + caCert, "LABFED_CERT=" + admin + ".crt", "LABFED_KEY=" + admin + ".key"}
+	}
 	for i, site := range demoSites(n) {
 		api, err := freeAddr()
 		if err != nil {
@@ -173,11 +212,19 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger) (
 		lo := 200000 + uint32(i)*100000
 		cfgText := fmt.Sprintf("site: %s\nnode: %s-1\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\nuid_range: %d-%d\ngid_range: %d-%d\n",
 			site, site, filepath.Join(dir, site+"-1"), api, raftAddr, lo, lo+9999, lo, lo+9999)
+		if ca != nil {
+			prefix := filepath.Join(caDir, site+"-1")
+			if err := issue(ca, pki.Identity{Site: site, Kind: pki.KindBroker, Name: site + "-1"}, []string{"127.0.0.1"}, 30*24*time.Hour, prefix); err != nil {
+				return f, err
+			}
+			caCert, _, caCRL := caFiles(caDir)
+			cfgText += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
+		}
 		cfg, err := node.ParseConfig(site+".yaml", []byte(cfgText))
 		if err != nil {
 			return f, err
 		}
-		opts := node.Options{Config: cfg, DevInsecure: true, Logger: log, Bootstrap: i == 0}
+		opts := node.Options{Config: cfg, DevInsecure: insecure, Logger: log, Bootstrap: i == 0}
 		if i > 0 {
 			opts.Join = []string{f.cfgs[0].Listen.API}
 		}
@@ -242,6 +289,7 @@ func demoCommand() *cli.Command {
 			&cli.BoolFlag{Name: "scenario", Usage: "walk the flows end to end, printing each step; exit 0 only if every step worked"},
 			&cli.StringFlag{Name: "seed", Value: filepath.Join("testdata", "demo", "directory.yaml"), Usage: "sample directory `FILE` to load"},
 			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error"},
+			&cli.BoolFlag{Name: "dev-insecure", Usage: "run without TLS (loopback only), as labfed serve --dev-insecure does"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Int("sites") < 1 {
@@ -267,12 +315,12 @@ func demoCommand() *cli.Command {
 				return err
 			}
 			ctx := c.Context
-			f, err := startFederation(ctx, dir, c.Int("sites"), log)
+			f, err := startFederation(ctx, dir, c.Int("sites"), log, c.Bool("dev-insecure"))
 			defer f.close()
 			if err != nil {
 				return err
 			}
-			cl, err := client.Dial(f.nodes[0].Addr(), client.Options{DevInsecure: true})
+			cl, err := client.Dial(f.nodes[0].Addr(), f.client)
 			if err != nil {
 				return err
 			}
@@ -285,7 +333,10 @@ func demoCommand() *cli.Command {
 			if err := sd.apply(rctx, cl.Directory); err != nil {
 				return fmt.Errorf("load %s: %w", c.String("seed"), err)
 			}
-			env := fmt.Sprintf("# labfed demo federation: source this file to talk to site %s as its administrator.\nexport LABFED_ADDR=%s\nexport LABFED_DEV_INSECURE=1\n", f.cfgs[0].Site, f.nodes[0].Addr())
+			env := fmt.Sprintf("# labfed demo federation: source this file to talk to site %s as the federation's coordinator.\nexport LABFED_ADDR=%s\n", f.cfgs[0].Site, f.nodes[0].Addr())
+			for _, e := range f.env {
+				env += "export " + e + "\n"
+			}
 			for i, n := range f.nodes {
 				env += fmt.Sprintf("# %s: export LABFED_ADDR=%s\n", f.cfgs[i].Site, n.Addr())
 			}
@@ -317,7 +368,7 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 	}
 	clients := make([]*client.Client, len(f.nodes))
 	for i, n := range f.nodes {
-		cl, err := client.Dial(n.Addr(), client.Options{DevInsecure: true})
+		cl, err := client.Dial(n.Addr(), f.client)
 		if err != nil {
 			return err
 		}
@@ -411,7 +462,7 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 		}},
 		{"the stopped node restarts from its data and catches up", func() (string, error) {
 			i := f.index(stopped)
-			n, err := node.Start(ctx, node.Options{Config: f.cfgs[i], DevInsecure: true, Logger: f.log})
+			n, err := node.Start(ctx, node.Options{Config: f.cfgs[i], DevInsecure: f.insecure, Logger: f.log})
 			if err != nil {
 				return "", err
 			}
@@ -427,6 +478,28 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			h, err := sameHash(ctx, clients)
 			return fmt.Sprintf("%s sees user %s; %s", stopped, u.GetName(), h), err
 		}},
+	}
+	if !f.insecure {
+		steps = append([]struct {
+			what string
+			fn   func() (string, error)
+		}{{"a client with the federation CA but no certificate of its own is refused", func() (string, error) {
+			caCert, _, _ := caFiles(filepath.Join(filepath.Dir(f.cfgs[0].DataDir), "ca"))
+			t, err := pki.ClientConfigCAOnly(caCert, pki.KindBroker)
+			if err != nil {
+				return "", err
+			}
+			anon, err := client.Dial(f.nodes[0].Addr(), client.Options{TLS: t})
+			if err != nil {
+				return "", err
+			}
+			defer anon.Close()
+			_, err = anon.Directory.ListUsers(ctx, &pb.ListUsersRequest{})
+			if status.Code(err) != codes.Unauthenticated {
+				return "", fmt.Errorf("got %v, want Unauthenticated", err)
+			}
+			return status.Convert(err).Message(), nil
+		}}}, steps...)
 	}
 	for _, s := range steps {
 		if err := run(s.what, s.fn); err != nil {

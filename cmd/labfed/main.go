@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -71,11 +72,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Usage: "broker API address `HOST:PORT`", EnvVars: []string{"LABFED_ADDR"}, Value: "127.0.0.1:7100"},
 			&cli.BoolFlag{Name: "dev-insecure", Usage: "talk to a broker run with --dev-insecure (no TLS)", EnvVars: []string{"LABFED_DEV_INSECURE"}},
+			&cli.StringFlag{Name: "ca", Usage: "the federation CA certificate `FILE`", EnvVars: []string{"LABFED_CA"}},
+			&cli.StringFlag{Name: "cert", Usage: "your federation certificate `FILE` (labfed ca issue)", EnvVars: []string{"LABFED_CERT"}},
+			&cli.StringFlag{Name: "key", Usage: "the private key `FILE` of --cert", EnvVars: []string{"LABFED_KEY"}},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up on a request after this long", Value: 15 * time.Second, EnvVars: []string{"LABFED_TIMEOUT"}},
 		},
 		Commands: []*cli.Command{
 			serveCommand(),
 			demoCommand(),
+			initCommand(),
+			caCommand(),
 			siteCommand(),
 			userCommand(),
 			projectCommand(),
@@ -118,15 +124,38 @@ func setUnknown(cmds []*cli.Command) {
 
 // dial connects to the broker named by the global flags.
 func dial(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, error) {
-	if !c.Bool("dev-insecure") {
-		return nil, nil, nil, errors.New("this build talks to brokers without TLS only; pass --dev-insecure or set LABFED_DEV_INSECURE=1 (labfed demo writes it into env.sh)")
+	opts, err := clientOptions(c)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	cl, err := client.Dial(c.String("addr"), client.Options{DevInsecure: true})
+	cl, err := client.Dial(c.String("addr"), opts)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect to %s: %w", c.String("addr"), err)
 	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	return cl, ctx, func() { cancel(); cl.Close() }, nil
+}
+
+// clientOptions turns the global flags into transport options.
+func clientOptions(c *cli.Context) (client.Options, error) {
+	if c.Bool("dev-insecure") {
+		return client.Options{DevInsecure: true}, nil
+	}
+	ca, cert, key := c.String("ca"), c.String("cert"), c.String("key")
+	switch {
+	case ca == "":
+		return client.Options{}, errors.New("no federation CA given; pass --ca FILE (or LABFED_CA; labfed demo writes it into env.sh), or --dev-insecure for a development broker")
+	case (cert == "") != (key == ""):
+		return client.Options{}, errors.New("give --cert and --key together")
+	case cert == "":
+		t, err := pki.ClientConfigCAOnly(ca, pki.KindBroker)
+		return client.Options{TLS: t}, err
+	}
+	b, err := pki.Load(pki.Files{CA: ca, Cert: cert, Key: key})
+	if err != nil {
+		return client.Options{}, err
+	}
+	return client.Options{TLS: b.ClientConfig(pki.KindBroker)}, nil
 }
 
 // withClient runs fn with a connected client.

@@ -27,7 +27,7 @@ func TestDemoScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"export LABFED_ADDR=127.0.0.1:", "export LABFED_DEV_INSECURE=1"} {
+	for _, want := range []string{"export LABFED_ADDR=127.0.0.1:", "export LABFED_CA=", "export LABFED_CERT=", "export LABFED_KEY="} {
 		if !strings.Contains(string(env), want) {
 			t.Errorf("env.sh = %q, want a line %q", env, want)
 		}

@@ -40,7 +40,16 @@ type Config struct {
 	// first joins; later changes go through labfed site update.
 	UIDRange string `yaml:"uid_range"`
 	GIDRange string `yaml:"gid_range"`
-	Raft     struct {
+	// TLS names the node's federation certificate (kind broker, its own
+	// site and node name), the federation CA, and optionally the CA's
+	// revocation list. Required unless the node runs with --dev-insecure.
+	TLS struct {
+		CA   string `yaml:"ca"`
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+		CRL  string `yaml:"crl"`
+	} `yaml:"tls"`
+	Raft struct {
 		SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
 		// SnapshotInterval is how often the threshold is checked.
 		SnapshotInterval time.Duration `yaml:"snapshot_interval"`
@@ -100,6 +109,11 @@ func (c *Config) validate() error {
 	}
 	if c.Advertise.Raft == "" {
 		c.Advertise.Raft = c.Listen.Raft
+	}
+	if t := c.TLS; t.CA != "" || t.Cert != "" || t.Key != "" || t.CRL != "" {
+		if t.CA == "" || t.Cert == "" || t.Key == "" {
+			return errors.New("tls needs ca, cert and key together (crl is optional); labfed init writes all three")
+		}
 	}
 	if c.Raft.SnapshotInterval < 0 || (c.Raft.SnapshotInterval > 0 && c.Raft.SnapshotInterval < time.Second) {
 		return fmt.Errorf("raft.snapshot_interval %s is too short; give at least 1s, such as 2m", c.Raft.SnapshotInterval)

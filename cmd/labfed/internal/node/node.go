@@ -12,10 +12,13 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/broker/rpc"
+	"github.com/labfed/labfed/federation/raftls"
 	"github.com/labfed/labfed/federation/replica"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 	"github.com/labfed/labfed/storage/boltlog"
@@ -49,6 +52,7 @@ type Node struct {
 	done    chan error
 	// stopJoin ends the background join loop on Close.
 	stopJoin context.CancelFunc
+	dial     func(addr string) (*grpc.ClientConn, error)
 }
 
 // Start opens the node's stores, starts Raft and the gRPC API, and (with
@@ -63,15 +67,27 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if o.NonVoter && len(o.Join) == 0 {
 		return nil, errors.New("--nonvoter only applies when joining; give --join ADDR too")
 	}
-	if !o.DevInsecure {
-		return nil, errors.New("this build serves the API without TLS; run with --dev-insecure, which only binds loopback addresses")
-	}
-	for _, a := range []string{c.Listen.API, c.Listen.Raft} {
-		if !IsLoopback(a) {
-			return nil, fmt.Errorf("--dev-insecure refuses to listen on %s: without TLS and authentication only loopback addresses are allowed", a)
+	var bundle *pki.Bundle
+	if o.DevInsecure {
+		for _, a := range []string{c.Listen.API, c.Listen.Raft} {
+			if !IsLoopback(a) {
+				return nil, fmt.Errorf("--dev-insecure refuses to listen on %s: without TLS and authentication only loopback addresses are allowed", a)
+			}
+		}
+		log.Warn("development mode: the API and Raft run without TLS or authentication; anyone on this host can change the directory")
+	} else {
+		if c.TLS.Cert == "" {
+			return nil, errors.New("the config has no tls section; create the node's certificate with labfed init (or labfed ca issue), or run a loopback-only development node with --dev-insecure")
+		}
+		var err error
+		bundle, err = pki.Load(pki.Files{CA: c.TLS.CA, Cert: c.TLS.Cert, Key: c.TLS.Key, CRL: c.TLS.CRL})
+		if err != nil {
+			return nil, err
+		}
+		if id := bundle.Identity(); id.Kind != pki.KindBroker || id.Site != c.Site || id.Name != c.Node {
+			return nil, fmt.Errorf("certificate %s is not for broker %s of site %s; issue one with labfed ca issue --site %s --kind broker --name %s", c.TLS.Cert, c.Node, c.Site, c.Site, c.Node)
 		}
 	}
-	log.Warn("development mode: the API and Raft run without TLS or authentication; anyone on this host can change the directory")
 
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
@@ -99,7 +115,12 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("advertise.raft %q: %w", c.Advertise.Raft, err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(c.Listen.Raft, adv, 5, 10*time.Second, replica.HCLog(log))
+	var trans *raft.NetworkTransport
+	if bundle != nil {
+		trans, err = raftls.NewTransport(c.Listen.Raft, adv, bundle, replica.HCLog(log))
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(c.Listen.Raft, adv, 5, 10*time.Second, replica.HCLog(log))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", c.Listen.Raft, err)
 	}
@@ -133,16 +154,31 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := rpc.NewServer(rpc.Config{
+	rc := rpc.Config{
 		Replica: rep,
 		Actor:   func(context.Context) (string, error) { return "dev-insecure", nil },
 		Dial:    dialInsecure,
 		Logger:  log,
-	})
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))
+	}
+	var gopts []grpc.ServerOption
+	dial := dialInsecure
+	if bundle != nil {
+		// Brokers and agents present federation certificates; the CLI
+		// may connect with the CA alone and is then refused by the
+		// handlers until it authenticates.
+		creds := credentials.NewTLS(bundle.ServerConfig(false))
+		gopts = append(gopts, grpc.Creds(creds))
+		clientTLS := bundle.ClientConfig(pki.KindBroker)
+		dial = func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
+		}
+		rc.Actor, rc.Peer, rc.Dial = rpc.CertActor, rpc.PeerIdentity, dial
+	}
+	srv := rpc.NewServer(rc)
+	g := grpc.NewServer(append(gopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))...)
 	srv.Register(g)
 	jctx, stopJoin := context.WithCancel(ctx)
-	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin}
+	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial}
 	go func() { n.done <- g.Serve(lis) }()
 	if len(o.Join) > 0 {
 		go n.join(jctx, o.Join, !o.NonVoter)
@@ -166,7 +202,7 @@ func (n *Node) join(ctx context.Context, addrs []string, voter bool) {
 	backoff := 200 * time.Millisecond
 	for {
 		for _, a := range addrs {
-			conn, err := dialInsecure(a)
+			conn, err := n.dial(a)
 			if err != nil {
 				continue
 			}
