@@ -71,7 +71,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 func IsRead(method string) bool {
 	i := strings.LastIndex(method, "/")
 	name := method[i+1:]
-	for _, p := range []string{"List", "Get", "Status"} {
+	for _, p := range []string{"List", "Get", "Status", "MapUser"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

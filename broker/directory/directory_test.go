@@ -340,3 +340,29 @@ func TestBatchFailedCommandLeavesNoTrace(t *testing.T) {
 		t.Errorf("batch and one-by-one application differ: %s vs %s", h1, h2)
 	}
 }
+
+func TestMapRemoteUser(t *testing.T) {
+	d := fixture(t)
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "bob", AddIdentities: []broker.Identity{{Issuer: "https://idp.cmu.edu", Subject: "shared-sub"}}}})
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "alice", AddIdentities: []broker.Identity{{Issuer: "https://idp.rutgers.edu", Subject: "shared-sub"}}}})
+	tests := []struct {
+		remote, want string
+		kind         error
+	}{
+		{"alice@rutgers.edu", "alice", nil},
+		{"BOB@cmu.edu", "bob", nil},
+		{"http://cilogon.org/serverA/users/1", "alice", nil},
+		{"nobody@x.org", "", broker.ErrNotFound},
+		{"http://cilogon.org/serverA/users/999", "", broker.ErrNotFound},
+		{"shared-sub", "", broker.ErrPrecondition},
+	}
+	for _, test := range tests {
+		u, err := d.MapRemoteUser(test.remote)
+		switch {
+		case test.kind != nil && !errors.Is(err, test.kind):
+			t.Errorf("MapRemoteUser(%q) = %v, %v; want %v", test.remote, u, err, test.kind)
+		case test.kind == nil && (err != nil || u.Name != test.want):
+			t.Errorf("MapRemoteUser(%q) = %v, %v; want %s", test.remote, u, err, test.want)
+		}
+	}
+}

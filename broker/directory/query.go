@@ -75,6 +75,38 @@ func (d *Directory) UserByIdentity(id broker.Identity) (*User, error) {
 	return d.User(name)
 }
 
+// MapRemoteUser finds the user behind a portal's REMOTE_USER: an email
+// address, or an OIDC subject under any issuer (CILogon subjects are
+// URLs, unique across issuers). A subject claimed under two issuers by
+// different users is refused as ambiguous.
+func (d *Directory) MapRemoteUser(remote string) (*User, error) {
+	var names []string
+	err := d.store.View(func(tx Tx) error {
+		if strings.Contains(remote, "@") && !strings.Contains(remote, "/") {
+			if n := tx.Get(bEmails, normEmail(remote)); n != nil {
+				names = append(names, string(n))
+			}
+			return nil
+		}
+		return tx.ForEach(bIdents, "", func(k string, v []byte) error {
+			if _, sub, _ := strings.Cut(k, "\x00"); sub == remote && !slices.Contains(names, string(v)) {
+				names = append(names, string(v))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch len(names) {
+	case 0:
+		return nil, broker.Errorf(broker.ErrNotFound, "%q is not registered in the federation; ask your site administrator", remote)
+	case 1:
+		return d.User(names[0])
+	}
+	return nil, broker.Errorf(broker.ErrPrecondition, "subject %q belongs to several users (%s); map it by email instead", remote, strings.Join(names, ", "))
+}
+
 // Projects lists projects by name.
 func (d *Directory) Projects() ([]*Project, error) { return list[Project](d, bProjects, "", nil) }
 

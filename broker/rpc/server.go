@@ -564,3 +564,34 @@ func (s *Server) Snapshot(ctx context.Context, _ *pb.SnapshotRequest) (*pb.Snaps
 	}
 	return &pb.SnapshotResponse{}, nil
 }
+
+// MapUser answers Open OnDemand's question: which local account at this
+// site belongs to the person the portal logged in?
+func (s *Server) MapUser(ctx context.Context, r *pb.MapUserRequest) (*pb.MapUserResponse, error) {
+	if r.GetRemoteUser() == "" || r.GetSite() == "" {
+		return nil, broker.Errorf(broker.ErrInvalid, "give the portal's REMOTE_USER and the site to map it at")
+	}
+	var out *pb.MapUserResponse
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
+		u, err := d.MapRemoteUser(r.GetRemoteUser())
+		if err != nil {
+			return err
+		}
+		if u.Status != directory.StatusActive {
+			return broker.Errorf(broker.ErrPrecondition, "user %s is %s; ask your site administrator", u.Name, u.Status)
+		}
+		a, err := d.Account(u.Name, r.GetSite())
+		if err != nil {
+			return broker.Errorf(broker.ErrPrecondition, "user %s has no account at site %s yet; a grant at the site creates one", u.Name, r.GetSite())
+		}
+		if a.Status != directory.StatusActive {
+			return broker.Errorf(broker.ErrPrecondition, "the account of %s at site %s is %s", u.Name, r.GetSite(), a.Status)
+		}
+		out = &pb.MapUserResponse{User: u.Name, Username: a.Username, Uid: a.UID}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

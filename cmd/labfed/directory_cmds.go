@@ -265,6 +265,7 @@ func userCommand() *cli.Command {
 		Name:  "user",
 		Usage: "manage the federation's users",
 		Subcommands: []*cli.Command{
+			userImportCommand(),
 			{
 				Name:      "add",
 				Usage:     "register a user with their email, home site and federated identities",

@@ -82,6 +82,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			demoCommand(),
 			initCommand(),
 			caCommand(),
+			oodCommand(),
 			siteCommand(),
 			userCommand(),
 			projectCommand(),

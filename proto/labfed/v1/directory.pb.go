@@ -1800,6 +1800,130 @@ func (x *ListAccountsResponse) GetAccounts() []*Account {
 	return nil
 }
 
+// MapUserRequest asks for the local username of a federated identity at a
+// site, as Open OnDemand's user_map_cmd needs it.
+type MapUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	// An email address or an OIDC subject, as the portal passes it
+	// (URL-decoded already).
+	RemoteUser    string `protobuf:"bytes,2,opt,name=remote_user,json=remoteUser,proto3" json:"remote_user,omitempty"`
+	Site          string `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapUserRequest) Reset() {
+	*x = MapUserRequest{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapUserRequest) ProtoMessage() {}
+
+func (x *MapUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapUserRequest.ProtoReflect.Descriptor instead.
+func (*MapUserRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *MapUserRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *MapUserRequest) GetRemoteUser() string {
+	if x != nil {
+		return x.RemoteUser
+	}
+	return ""
+}
+
+func (x *MapUserRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+type MapUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Uid           uint32                 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapUserResponse) Reset() {
+	*x = MapUserResponse{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapUserResponse) ProtoMessage() {}
+
+func (x *MapUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapUserResponse.ProtoReflect.Descriptor instead.
+func (*MapUserResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *MapUserResponse) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *MapUserResponse) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *MapUserResponse) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
 type PinAccountRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -1813,7 +1937,7 @@ type PinAccountRequest struct {
 
 func (x *PinAccountRequest) Reset() {
 	*x = PinAccountRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[29]
+	mi := &file_labfed_v1_directory_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1949,7 @@ func (x *PinAccountRequest) String() string {
 func (*PinAccountRequest) ProtoMessage() {}
 
 func (x *PinAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[29]
+	mi := &file_labfed_v1_directory_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1962,7 @@ func (x *PinAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinAccountRequest.ProtoReflect.Descriptor instead.
 func (*PinAccountRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{29}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PinAccountRequest) GetUser() string {
@@ -1888,7 +2012,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[30]
+	mi := &file_labfed_v1_directory_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2024,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[30]
+	mi := &file_labfed_v1_directory_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2037,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{30}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Peer) GetId() string {
@@ -1959,7 +2083,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[31]
+	mi := &file_labfed_v1_directory_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2095,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[31]
+	mi := &file_labfed_v1_directory_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2108,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{31}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2044,7 +2168,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[32]
+	mi := &file_labfed_v1_directory_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2180,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[32]
+	mi := &file_labfed_v1_directory_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2193,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{32}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{34}
 }
 
 type RemovePeerRequest struct {
@@ -2081,7 +2205,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[33]
+	mi := &file_labfed_v1_directory_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2217,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[33]
+	mi := &file_labfed_v1_directory_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2230,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{33}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -2124,7 +2248,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[34]
+	mi := &file_labfed_v1_directory_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2260,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[34]
+	mi := &file_labfed_v1_directory_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2273,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{34}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{36}
 }
 
 type ListPeersRequest struct {
@@ -2161,7 +2285,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[35]
+	mi := &file_labfed_v1_directory_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2173,7 +2297,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[35]
+	mi := &file_labfed_v1_directory_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2186,7 +2310,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{35}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListPeersRequest) GetRead() *ReadOptions {
@@ -2205,7 +2329,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	mi := &file_labfed_v1_directory_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2341,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	mi := &file_labfed_v1_directory_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2354,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{36}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -2248,7 +2372,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	mi := &file_labfed_v1_directory_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2260,7 +2384,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	mi := &file_labfed_v1_directory_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2273,7 +2397,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{37}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{39}
 }
 
 type StatusResponse struct {
@@ -2294,7 +2418,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[38]
+	mi := &file_labfed_v1_directory_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2430,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[38]
+	mi := &file_labfed_v1_directory_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2443,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{38}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -2386,7 +2510,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[39]
+	mi := &file_labfed_v1_directory_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2522,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[39]
+	mi := &file_labfed_v1_directory_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2535,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{39}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{41}
 }
 
 type SnapshotResponse struct {
@@ -2422,7 +2546,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[40]
+	mi := &file_labfed_v1_directory_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2558,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[40]
+	mi := &file_labfed_v1_directory_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2571,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{40}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{42}
 }
 
 var File_labfed_v1_directory_proto protoreflect.FileDescriptor
@@ -2584,7 +2708,16 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\x04read\x18\x01 \x01(\v2\x16.labfed.v1.ReadOptionsR\x04read\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\"F\n" +
 	"\x14ListAccountsResponse\x12.\n" +
-	"\baccounts\x18\x01 \x03(\v2\x12.labfed.v1.AccountR\baccounts\"{\n" +
+	"\baccounts\x18\x01 \x03(\v2\x12.labfed.v1.AccountR\baccounts\"q\n" +
+	"\x0eMapUserRequest\x12*\n" +
+	"\x04read\x18\x01 \x01(\v2\x16.labfed.v1.ReadOptionsR\x04read\x12\x1f\n" +
+	"\vremote_user\x18\x02 \x01(\tR\n" +
+	"remoteUser\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"S\n" +
+	"\x0fMapUserResponse\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\"{\n" +
 	"\x11PinAccountRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x10\n" +
@@ -2624,7 +2757,7 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"state_hash\x18\b \x01(\tR\tstateHash\"\x11\n" +
 	"\x0fSnapshotRequest\"\x12\n" +
-	"\x10SnapshotResponse2\xba\t\n" +
+	"\x10SnapshotResponse2\xfc\t\n" +
 	"\x10DirectoryService\x125\n" +
 	"\aAddSite\x12\x19.labfed.v1.AddSiteRequest\x1a\x0f.labfed.v1.Site\x12;\n" +
 	"\n" +
@@ -2650,7 +2783,8 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"GetAccount\x12\x1c.labfed.v1.GetAccountRequest\x1a\x12.labfed.v1.Account\x12O\n" +
 	"\fListAccounts\x12\x1e.labfed.v1.ListAccountsRequest\x1a\x1f.labfed.v1.ListAccountsResponse\x12>\n" +
 	"\n" +
-	"PinAccount\x12\x1c.labfed.v1.PinAccountRequest\x1a\x12.labfed.v1.Account2\xe0\x02\n" +
+	"PinAccount\x12\x1c.labfed.v1.PinAccountRequest\x1a\x12.labfed.v1.Account\x12@\n" +
+	"\aMapUser\x12\x19.labfed.v1.MapUserRequest\x1a\x1a.labfed.v1.MapUserResponse2\xe0\x02\n" +
 	"\x0eClusterService\x127\n" +
 	"\x04Join\x12\x16.labfed.v1.JoinRequest\x1a\x17.labfed.v1.JoinResponse\x12I\n" +
 	"\n" +
@@ -2671,7 +2805,7 @@ func file_labfed_v1_directory_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_directory_proto_rawDescData
 }
 
-var file_labfed_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_labfed_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_labfed_v1_directory_proto_goTypes = []any{
 	(*ReadOptions)(nil),           // 0: labfed.v1.ReadOptions
 	(*IDRange)(nil),               // 1: labfed.v1.IDRange
@@ -2702,33 +2836,35 @@ var file_labfed_v1_directory_proto_goTypes = []any{
 	(*GetAccountRequest)(nil),     // 26: labfed.v1.GetAccountRequest
 	(*ListAccountsRequest)(nil),   // 27: labfed.v1.ListAccountsRequest
 	(*ListAccountsResponse)(nil),  // 28: labfed.v1.ListAccountsResponse
-	(*PinAccountRequest)(nil),     // 29: labfed.v1.PinAccountRequest
-	(*Peer)(nil),                  // 30: labfed.v1.Peer
-	(*JoinRequest)(nil),           // 31: labfed.v1.JoinRequest
-	(*JoinResponse)(nil),          // 32: labfed.v1.JoinResponse
-	(*RemovePeerRequest)(nil),     // 33: labfed.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),    // 34: labfed.v1.RemovePeerResponse
-	(*ListPeersRequest)(nil),      // 35: labfed.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),     // 36: labfed.v1.ListPeersResponse
-	(*StatusRequest)(nil),         // 37: labfed.v1.StatusRequest
-	(*StatusResponse)(nil),        // 38: labfed.v1.StatusResponse
-	(*SnapshotRequest)(nil),       // 39: labfed.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),      // 40: labfed.v1.SnapshotResponse
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*MapUserRequest)(nil),        // 29: labfed.v1.MapUserRequest
+	(*MapUserResponse)(nil),       // 30: labfed.v1.MapUserResponse
+	(*PinAccountRequest)(nil),     // 31: labfed.v1.PinAccountRequest
+	(*Peer)(nil),                  // 32: labfed.v1.Peer
+	(*JoinRequest)(nil),           // 33: labfed.v1.JoinRequest
+	(*JoinResponse)(nil),          // 34: labfed.v1.JoinResponse
+	(*RemovePeerRequest)(nil),     // 35: labfed.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),    // 36: labfed.v1.RemovePeerResponse
+	(*ListPeersRequest)(nil),      // 37: labfed.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),     // 38: labfed.v1.ListPeersResponse
+	(*StatusRequest)(nil),         // 39: labfed.v1.StatusRequest
+	(*StatusResponse)(nil),        // 40: labfed.v1.StatusResponse
+	(*SnapshotRequest)(nil),       // 41: labfed.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),      // 42: labfed.v1.SnapshotResponse
+	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
 }
 var file_labfed_v1_directory_proto_depIdxs = []int32{
 	1,  // 0: labfed.v1.Site.uid_range:type_name -> labfed.v1.IDRange
 	1,  // 1: labfed.v1.Site.gid_range:type_name -> labfed.v1.IDRange
-	41, // 2: labfed.v1.Site.created:type_name -> google.protobuf.Timestamp
+	43, // 2: labfed.v1.Site.created:type_name -> google.protobuf.Timestamp
 	3,  // 3: labfed.v1.User.identities:type_name -> labfed.v1.Identity
-	41, // 4: labfed.v1.User.created:type_name -> google.protobuf.Timestamp
-	41, // 5: labfed.v1.User.removed:type_name -> google.protobuf.Timestamp
-	41, // 6: labfed.v1.Project.created:type_name -> google.protobuf.Timestamp
-	41, // 7: labfed.v1.Grant.from:type_name -> google.protobuf.Timestamp
-	41, // 8: labfed.v1.Grant.until:type_name -> google.protobuf.Timestamp
-	41, // 9: labfed.v1.Grant.created:type_name -> google.protobuf.Timestamp
-	41, // 10: labfed.v1.Grant.revoked_at:type_name -> google.protobuf.Timestamp
-	41, // 11: labfed.v1.Account.created:type_name -> google.protobuf.Timestamp
+	43, // 4: labfed.v1.User.created:type_name -> google.protobuf.Timestamp
+	43, // 5: labfed.v1.User.removed:type_name -> google.protobuf.Timestamp
+	43, // 6: labfed.v1.Project.created:type_name -> google.protobuf.Timestamp
+	43, // 7: labfed.v1.Grant.from:type_name -> google.protobuf.Timestamp
+	43, // 8: labfed.v1.Grant.until:type_name -> google.protobuf.Timestamp
+	43, // 9: labfed.v1.Grant.created:type_name -> google.protobuf.Timestamp
+	43, // 10: labfed.v1.Grant.revoked_at:type_name -> google.protobuf.Timestamp
+	43, // 11: labfed.v1.Account.created:type_name -> google.protobuf.Timestamp
 	1,  // 12: labfed.v1.AddSiteRequest.uid_range:type_name -> labfed.v1.IDRange
 	1,  // 13: labfed.v1.AddSiteRequest.gid_range:type_name -> labfed.v1.IDRange
 	1,  // 14: labfed.v1.UpdateSiteRequest.uid_range:type_name -> labfed.v1.IDRange
@@ -2742,68 +2878,71 @@ var file_labfed_v1_directory_proto_depIdxs = []int32{
 	4,  // 22: labfed.v1.ListUsersResponse.users:type_name -> labfed.v1.User
 	0,  // 23: labfed.v1.ListProjectsRequest.read:type_name -> labfed.v1.ReadOptions
 	5,  // 24: labfed.v1.ListProjectsResponse.projects:type_name -> labfed.v1.Project
-	41, // 25: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
-	41, // 26: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
+	43, // 25: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
+	43, // 26: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 27: labfed.v1.ListGrantsRequest.read:type_name -> labfed.v1.ReadOptions
 	6,  // 28: labfed.v1.ListGrantsResponse.grants:type_name -> labfed.v1.Grant
 	0,  // 29: labfed.v1.GetAccountRequest.read:type_name -> labfed.v1.ReadOptions
 	0,  // 30: labfed.v1.ListAccountsRequest.read:type_name -> labfed.v1.ReadOptions
 	7,  // 31: labfed.v1.ListAccountsResponse.accounts:type_name -> labfed.v1.Account
-	1,  // 32: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
-	1,  // 33: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
-	0,  // 34: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
-	30, // 35: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
-	8,  // 36: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
-	9,  // 37: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
-	10, // 38: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
-	12, // 39: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
-	13, // 40: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
-	14, // 41: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
-	15, // 42: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
-	16, // 43: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
-	18, // 44: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
-	19, // 45: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	19, // 46: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	20, // 47: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
-	22, // 48: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
-	23, // 49: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
-	24, // 50: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
-	26, // 51: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
-	27, // 52: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
-	29, // 53: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
-	31, // 54: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
-	33, // 55: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
-	35, // 56: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
-	37, // 57: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
-	39, // 58: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
-	2,  // 59: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
-	2,  // 60: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
-	11, // 61: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
-	4,  // 62: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
-	4,  // 63: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
-	4,  // 64: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
-	4,  // 65: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
-	17, // 66: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
-	5,  // 67: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
-	5,  // 68: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
-	5,  // 69: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
-	21, // 70: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
-	6,  // 71: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
-	6,  // 72: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
-	25, // 73: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
-	7,  // 74: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
-	28, // 75: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
-	7,  // 76: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
-	32, // 77: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
-	34, // 78: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
-	36, // 79: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
-	38, // 80: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
-	40, // 81: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
-	59, // [59:82] is the sub-list for method output_type
-	36, // [36:59] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	0,  // 32: labfed.v1.MapUserRequest.read:type_name -> labfed.v1.ReadOptions
+	1,  // 33: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
+	1,  // 34: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
+	0,  // 35: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
+	32, // 36: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
+	8,  // 37: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
+	9,  // 38: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
+	10, // 39: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
+	12, // 40: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
+	13, // 41: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
+	14, // 42: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
+	15, // 43: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
+	16, // 44: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
+	18, // 45: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
+	19, // 46: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	19, // 47: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	20, // 48: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
+	22, // 49: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
+	23, // 50: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
+	24, // 51: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
+	26, // 52: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
+	27, // 53: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
+	31, // 54: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
+	29, // 55: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
+	33, // 56: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
+	35, // 57: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
+	37, // 58: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
+	39, // 59: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
+	41, // 60: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
+	2,  // 61: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
+	2,  // 62: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
+	11, // 63: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
+	4,  // 64: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
+	4,  // 65: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
+	4,  // 66: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
+	4,  // 67: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
+	17, // 68: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
+	5,  // 69: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
+	5,  // 70: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
+	5,  // 71: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
+	21, // 72: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
+	6,  // 73: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
+	6,  // 74: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
+	25, // 75: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
+	7,  // 76: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
+	28, // 77: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
+	7,  // 78: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
+	30, // 79: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
+	34, // 80: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
+	36, // 81: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
+	38, // 82: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
+	40, // 83: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
+	42, // 84: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
+	61, // [61:85] is the sub-list for method output_type
+	37, // [37:61] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_labfed_v1_directory_proto_init() }
@@ -2818,7 +2957,7 @@ func file_labfed_v1_directory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_directory_proto_rawDesc), len(file_labfed_v1_directory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

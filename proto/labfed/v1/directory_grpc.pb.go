@@ -39,6 +39,7 @@ const (
 	DirectoryService_GetAccount_FullMethodName          = "/labfed.v1.DirectoryService/GetAccount"
 	DirectoryService_ListAccounts_FullMethodName        = "/labfed.v1.DirectoryService/ListAccounts"
 	DirectoryService_PinAccount_FullMethodName          = "/labfed.v1.DirectoryService/PinAccount"
+	DirectoryService_MapUser_FullMethodName             = "/labfed.v1.DirectoryService/MapUser"
 )
 
 // DirectoryServiceClient is the client API for DirectoryService service.
@@ -67,6 +68,10 @@ type DirectoryServiceClient interface {
 	GetAccount(ctx context.Context, in *GetAccountRequest, opts ...grpc.CallOption) (*Account, error)
 	ListAccounts(ctx context.Context, in *ListAccountsRequest, opts ...grpc.CallOption) (*ListAccountsResponse, error)
 	PinAccount(ctx context.Context, in *PinAccountRequest, opts ...grpc.CallOption) (*Account, error)
+	// MapUser fails with NotFound for an unknown identity, and with
+	// FailedPrecondition for a suspended or removed user or one without an
+	// account at the site.
+	MapUser(ctx context.Context, in *MapUserRequest, opts ...grpc.CallOption) (*MapUserResponse, error)
 }
 
 type directoryServiceClient struct {
@@ -257,6 +262,16 @@ func (c *directoryServiceClient) PinAccount(ctx context.Context, in *PinAccountR
 	return out, nil
 }
 
+func (c *directoryServiceClient) MapUser(ctx context.Context, in *MapUserRequest, opts ...grpc.CallOption) (*MapUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MapUserResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_MapUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServiceServer is the server API for DirectoryService service.
 // All implementations must embed UnimplementedDirectoryServiceServer
 // for forward compatibility.
@@ -283,6 +298,10 @@ type DirectoryServiceServer interface {
 	GetAccount(context.Context, *GetAccountRequest) (*Account, error)
 	ListAccounts(context.Context, *ListAccountsRequest) (*ListAccountsResponse, error)
 	PinAccount(context.Context, *PinAccountRequest) (*Account, error)
+	// MapUser fails with NotFound for an unknown identity, and with
+	// FailedPrecondition for a suspended or removed user or one without an
+	// account at the site.
+	MapUser(context.Context, *MapUserRequest) (*MapUserResponse, error)
 	mustEmbedUnimplementedDirectoryServiceServer()
 }
 
@@ -346,6 +365,9 @@ func (UnimplementedDirectoryServiceServer) ListAccounts(context.Context, *ListAc
 }
 func (UnimplementedDirectoryServiceServer) PinAccount(context.Context, *PinAccountRequest) (*Account, error) {
 	return nil, status.Error(codes.Unimplemented, "method PinAccount not implemented")
+}
+func (UnimplementedDirectoryServiceServer) MapUser(context.Context, *MapUserRequest) (*MapUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MapUser not implemented")
 }
 func (UnimplementedDirectoryServiceServer) mustEmbedUnimplementedDirectoryServiceServer() {}
 func (UnimplementedDirectoryServiceServer) testEmbeddedByValue()                          {}
@@ -692,6 +714,24 @@ func _DirectoryService_PinAccount_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DirectoryService_MapUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MapUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).MapUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_MapUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).MapUser(ctx, req.(*MapUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DirectoryService_ServiceDesc is the grpc.ServiceDesc for DirectoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -770,6 +810,10 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PinAccount",
 			Handler:    _DirectoryService_PinAccount_Handler,
+		},
+		{
+			MethodName: "MapUser",
+			Handler:    _DirectoryService_MapUser_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
