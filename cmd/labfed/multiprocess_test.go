@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -139,12 +140,16 @@ func (p *proc) running() bool {
 }
 
 // procCluster runs labfed serve processes and talks to them with the
-// labfed command line.
+// labfed command line, over mutual TLS as in production.
 type procCluster struct {
 	t        testing.TB
 	bin, dir string
 	procs    []*proc
 	deadline time.Time // the whole test's
+	// The federation CA and the administrator's certificate the CLI uses:
+	// the processes run over mutual TLS, as in production.
+	caCert, adminPrefix string
+	clientTLS           client.Options
 }
 
 const (
@@ -156,6 +161,27 @@ func newProcCluster(t testing.TB, sites []string, budget time.Duration) *procClu
 	t.Helper()
 	c := &procCluster{t: t, bin: buildLabfed(t), dir: t.TempDir(), deadline: time.Now().Add(budget)}
 	addrs := freeAddrs(t, 2*len(sites))
+	caDir := filepath.Join(c.dir, "ca")
+	if err := os.MkdirAll(caDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.NewCA("labfed-test", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, caKey, caCRL := caFiles(caDir)
+	if err := ca.Save(caCert, caKey); err != nil {
+		t.Fatal(err)
+	}
+	c.caCert, c.adminPrefix = caCert, filepath.Join(caDir, "admin")
+	if err := issue(ca, pki.Identity{Site: sites[0], Kind: pki.KindAdmin, Name: "coord"}, nil, 24*time.Hour, c.adminPrefix); err != nil {
+		t.Fatal(err)
+	}
+	b, err := pki.Load(pki.Files{CA: caCert, Cert: c.adminPrefix + ".crt", Key: c.adminPrefix + ".key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.clientTLS = client.Options{TLS: b.ClientConfig(pki.KindBroker)}
 	for i, site := range sites {
 		p := &proc{id: site + "-1", site: site, api: addrs[2*i], raft: addrs[2*i+1]}
 		p.config = filepath.Join(c.dir, site+".yaml")
@@ -163,6 +189,11 @@ func newProcCluster(t testing.TB, sites []string, budget time.Duration) *procClu
 		lo := 200000 + 100000*i
 		cfg := fmt.Sprintf("site: %s\nnode: %s\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\nuid_range: %d-%d\ngid_range: %d-%d\nraft:\n  snapshot_threshold: %d\n  trailing_logs: %d\n",
 			p.site, p.id, filepath.Join(c.dir, p.id), p.api, p.raft, lo, lo+9999, lo, lo+9999, mpSnapshotThreshold, mpTrailingLogs)
+		prefix := filepath.Join(caDir, p.id)
+		if err := issue(ca, pki.Identity{Site: site, Kind: pki.KindBroker, Name: p.id}, []string{"127.0.0.1"}, 24*time.Hour, prefix); err != nil {
+			t.Fatal(err)
+		}
+		cfg += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
 		if err := os.WriteFile(p.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +233,7 @@ func (c *procCluster) start(p *proc, extra ...string) {
 	if p.running() {
 		c.t.Fatalf("start %s: already running", p.id)
 	}
-	args := append([]string{"serve", "--config", p.config, "--dev-insecure", "--log-level", "info"}, extra...)
+	args := append([]string{"serve", "--config", p.config, "--log-level", "info"}, extra...)
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		c.t.Fatal(err)
@@ -245,7 +276,7 @@ func (c *procCluster) remaining(d time.Duration) time.Duration {
 func (c *procCluster) run(p *proc, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.remaining(20*time.Second)+time.Second)
 	defer cancel()
-	full := append([]string{"--addr", p.api, "--dev-insecure", "--timeout", "5s"}, args...)
+	full := append([]string{"--addr", p.api, "--ca", c.caCert, "--cert", c.adminPrefix + ".crt", "--key", c.adminPrefix + ".key", "--timeout", "5s"}, args...)
 	cmd := exec.CommandContext(ctx, c.bin, full...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Env = &out, &errOut, cleanEnv()
@@ -472,7 +503,7 @@ func TestMultiProcessKillLeader(t *testing.T) {
 	// log far behind their compacted logs.
 	const workers, perWorker = 4, 60
 	bulkStart := time.Now()
-	cl, err := client.Dial(newLeader.api, client.Options{DevInsecure: true})
+	cl, err := client.Dial(newLeader.api, c.clientTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
