@@ -92,6 +92,13 @@ func intermediates(certs []*x509.Certificate) *x509.CertPool {
 // Identity returns the holder's identity.
 func (b *Bundle) Identity() Identity { return b.id }
 
+// CheckPeer re-checks a peer certificate verified at handshake time against
+// the current revocation list, so a revocation also ends connections that
+// were open before it (TLS checks certificates only when connecting).
+func (b *Bundle) CheckPeer(leaf *x509.Certificate) (Identity, error) {
+	return b.v.check(leaf, "peer", nil)
+}
+
 // Pool returns a new pool holding the federation CA alone.
 func (b *Bundle) Pool() *x509.CertPool { return b.v.pool.Clone() }
 

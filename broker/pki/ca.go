@@ -173,6 +173,12 @@ func writeNew(file string, b []byte, perm fs.FileMode) error {
 // that ordinary hostname verification can work too; it may act as TLS
 // server and client. It returns the certificate and the PKCS #8 key as PEM.
 func (ca *CA) Issue(id Identity, hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	// Checked here and not only in issue: with NotBefore backdated by
+	// clockSkew, a validity a little below zero would still pass there
+	// and yield a certificate that is already expired.
+	if validity <= 0 {
+		return nil, nil, fmt.Errorf("certificate validity %v for %s is not positive", validity, id)
+	}
 	now := time.Now()
 	return ca.issue(id, hosts, now.Add(-clockSkew), now.Add(validity))
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/x509"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -15,6 +16,35 @@ import (
 // actorHeader carries the original caller of a request a follower forwards
 // to the leader. The leader believes it only from another broker.
 const actorHeader = "labfed-actor"
+
+// PeerChecker re-checks a verified peer certificate on every call (see
+// pki.Bundle.CheckPeer); Config.Peer built with it ends a revoked caller's
+// access at its next request, not only at its next connection.
+func PeerChecker(check func(*x509.Certificate) (pki.Identity, error)) func(context.Context) (pki.Identity, error) {
+	return func(ctx context.Context) (pki.Identity, error) {
+		if _, err := PeerIdentity(ctx); err != nil {
+			return pki.Identity{}, err
+		}
+		p, _ := peer.FromContext(ctx)
+		leaf := p.AuthInfo.(credentials.TLSInfo).State.VerifiedChains[0][0]
+		id, err := check(leaf)
+		if err != nil {
+			return pki.Identity{}, status.Errorf(codes.Unauthenticated, "client certificate refused: %v", err)
+		}
+		return id, nil
+	}
+}
+
+// CertActorWith is CertActor with the caller's identity taken from peer.
+func CertActorWith(peerID func(context.Context) (pki.Identity, error)) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		id, err := peerID(ctx)
+		if err != nil {
+			return "", err
+		}
+		return actorOf(ctx, id), nil
+	}
+}
 
 // PeerIdentity returns the federation identity in the caller's verified
 // TLS client certificate.
@@ -45,11 +75,15 @@ func CertActor(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return actorOf(ctx, id), nil
+}
+
+func actorOf(ctx context.Context, id pki.Identity) string {
 	if id.Kind == pki.KindBroker && isForwarded(ctx) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		if a := md.Get(actorHeader); len(a) == 1 && a[0] != "" {
-			return a[0], nil
+			return a[0]
 		}
 	}
-	return id.String(), nil
+	return id.String()
 }

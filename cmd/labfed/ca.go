@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -237,7 +237,9 @@ func initCommand() *cli.Command {
 				}
 				hosts := []string{}
 				for _, a := range []string{c.String("api"), c.String("raft")} {
-					if h := strings.Split(a, ":")[0]; h != "" {
+					// SplitHostPort, not a split at ":", so that an IPv6
+					// address ([::1]:7100) yields its host.
+					if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
 						hosts = append(hosts, h)
 					}
 				}
@@ -270,8 +272,8 @@ site: %s
 node: %s
 data_dir: %s
 listen:
-  api: %s    # gRPC for the CLI, agents and other brokers (TLS 1.3)
-  raft: %s   # Raft between brokers (mutual TLS)
+  api: %q    # gRPC for the CLI, agents and other brokers (TLS 1.3)
+  raft: %q   # Raft between brokers (mutual TLS)
 uid_range: %s  # uids labfed allocates for accounts here
 gid_range: %s  # gids for user-private and project groups
 tls:

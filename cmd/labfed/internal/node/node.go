@@ -172,7 +172,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		dial = func(addr string) (*grpc.ClientConn, error) {
 			return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 		}
-		rc.Actor, rc.Peer, rc.Dial = rpc.CertActor, rpc.PeerIdentity, dial
+		peerID := rpc.PeerChecker(bundle.CheckPeer)
+		rc.Actor, rc.Peer, rc.Dial = rpc.CertActorWith(peerID), peerID, dial
 	}
 	srv := rpc.NewServer(rc)
 	g := grpc.NewServer(append(gopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))...)
