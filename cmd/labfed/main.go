@@ -42,7 +42,9 @@ func errorLine(err error) string {
 		msg := st.Message()
 		switch st.Code() {
 		case codes.Unavailable:
-			if !strings.Contains(msg, "retry") {
+			if strings.Contains(msg, "error reading server preface") {
+				msg = "the broker closed the connection at once: it speaks TLS, so drop --dev-insecure and give --ca (and --cert, --key)"
+			} else if !strings.Contains(msg, "retry") {
 				msg += "; is the broker running? check --addr or LABFED_ADDR"
 			}
 		case codes.DeadlineExceeded:

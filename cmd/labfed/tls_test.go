@@ -118,6 +118,9 @@ func TestCLIOverTLS(t *testing.T) {
 		}
 		line := errorLine(err)
 		t.Logf("labfed --dev-insecure user list against a TLS broker: %s", line)
+		if !strings.Contains(line, "it speaks TLS, so drop --dev-insecure") {
+			t.Errorf("errorLine(labfed --dev-insecure user list) = %q, want it to say the broker speaks TLS", line)
+		}
 		if strings.ContainsAny(line, "\r\n") || strings.TrimSpace(line) == "" {
 			t.Errorf("errorLine(labfed --dev-insecure user list) = %q, want one non-empty line", line)
 		}
