@@ -83,15 +83,15 @@ func (s *seed) apply(ctx context.Context, d pb.DirectoryServiceClient) error {
 		return err
 	}
 	for _, st := range s.Sites {
-		u, err := broker.ParseRange("uid", st.UIDRange)
+		u, err := parseRangePB("uid", st.UIDRange)
 		if err != nil {
 			return err
 		}
-		g, err := broker.ParseRange("gid", st.GIDRange)
+		g, err := parseRangePB("gid", st.GIDRange)
 		if err != nil {
 			return err
 		}
-		if _, err := d.AddSite(ctx, &pb.AddSiteRequest{Name: st.Name, UidRange: &pb.IDRange{Lo: u.Lo, Hi: u.Hi}, GidRange: &pb.IDRange{Lo: g.Lo, Hi: g.Hi}}); skipExisting(err) != nil {
+		if _, err := d.AddSite(ctx, &pb.AddSiteRequest{Name: st.Name, UidRange: u, GidRange: g}); skipExisting(err) != nil {
 			return fmt.Errorf("site %s: %w", st.Name, err)
 		}
 	}

@@ -26,6 +26,15 @@ type siteJSON struct {
 	NextGID  uint32 `json:"next_gid"`
 }
 
+// parseRangePB parses "LO-HI" into the proto range; what is "uid" or "gid".
+func parseRangePB(what, s string) (*pb.IDRange, error) {
+	r, err := broker.ParseRange(what, s)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.IDRange{Lo: r.Lo, Hi: r.Hi}, nil
+}
+
 func rangeStr(r *pb.IDRange) string { return fmt.Sprintf("%d-%d", r.GetLo(), r.GetHi()) }
 
 func siteOut(s *pb.Site) siteJSON {
@@ -152,15 +161,15 @@ func siteCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					ur, err := broker.ParseRange("uid", c.String("uid-range"))
+					ur, err := parseRangePB("uid", c.String("uid-range"))
 					if err != nil {
 						return err
 					}
-					gr, err := broker.ParseRange("gid", c.String("gid-range"))
+					gr, err := parseRangePB("gid", c.String("gid-range"))
 					if err != nil {
 						return err
 					}
-					s, err := cl.Directory.AddSite(ctx, &pb.AddSiteRequest{Name: name, UidRange: &pb.IDRange{Lo: ur.Lo, Hi: ur.Hi}, GidRange: &pb.IDRange{Lo: gr.Lo, Hi: gr.Hi}})
+					s, err := cl.Directory.AddSite(ctx, &pb.AddSiteRequest{Name: name, UidRange: ur, GidRange: gr})
 					if err != nil {
 						return err
 					}
@@ -186,18 +195,14 @@ func siteCommand() *cli.Command {
 					}
 					req := &pb.UpdateSiteRequest{Name: name}
 					if v := c.String("uid-range"); v != "" {
-						r, err := broker.ParseRange("uid", v)
-						if err != nil {
+						if req.UidRange, err = parseRangePB("uid", v); err != nil {
 							return err
 						}
-						req.UidRange = &pb.IDRange{Lo: r.Lo, Hi: r.Hi}
 					}
 					if v := c.String("gid-range"); v != "" {
-						r, err := broker.ParseRange("gid", v)
-						if err != nil {
+						if req.GidRange, err = parseRangePB("gid", v); err != nil {
 							return err
 						}
-						req.GidRange = &pb.IDRange{Lo: r.Lo, Hi: r.Hi}
 					}
 					s, err := cl.Directory.UpdateSite(ctx, req)
 					if err != nil {
