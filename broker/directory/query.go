@@ -2,6 +2,8 @@ package directory
 
 import (
 	"crypto/sha256"
+	"encoding/json"
+	"fmt"
 	"encoding/hex"
 	"slices"
 	"strings"
@@ -15,10 +17,10 @@ import (
 func list[T any](d *Directory, bucket, prefix string, keep func(*T) bool) ([]*T, error) {
 	var out []*T
 	err := d.store.View(func(tx Tx) error {
-		return tx.ForEach(bucket, prefix, func(k string, _ []byte) error {
-			v, err := getJSON[T](tx, bucket, k)
-			if err != nil {
-				return err
+		return tx.ForEach(bucket, prefix, func(k string, b []byte) error {
+			v := new(T)
+			if err := json.Unmarshal(b, v); err != nil {
+				return fmt.Errorf("directory: corrupt record %s/%s: %w", bucket, k, err)
 			}
 			if keep == nil || keep(v) {
 				out = append(out, v)
