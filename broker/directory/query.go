@@ -2,9 +2,9 @@ package directory
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"encoding/hex"
 	"slices"
 	"strings"
 
