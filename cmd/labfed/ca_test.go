@@ -18,17 +18,6 @@ import (
 	"github.com/labfed/labfed/cmd/labfed/internal/node"
 )
 
-// isolateTLSEnv is isolateEnv, also keeping the caller's credentials
-// (LABFED_CA, LABFED_CERT, LABFED_KEY) out of the CLI under test.
-func isolateTLSEnv(t testing.TB) {
-	t.Helper()
-	isolateEnv(t)
-	for _, v := range []string{"LABFED_CA", "LABFED_CERT", "LABFED_KEY"} {
-		t.Setenv(v, "")
-		os.Unsetenv(v)
-	}
-}
-
 // mustRun runs the command line and fails the test if it fails.
 func mustRun(t testing.TB, args ...string) string {
 	t.Helper()
@@ -151,7 +140,7 @@ func sameFiles(a, b map[string]string) bool {
 }
 
 func TestCAInit(t *testing.T) {
-	isolateTLSEnv(t)
+	isolateEnv(t)
 	dir := filepath.Join(t.TempDir(), "ca")
 	out := mustRun(t, "ca", "init", "--dir", dir, "--federation", "cryo-em")
 	caCert, caKey, caCRL := caFiles(dir)
@@ -181,7 +170,7 @@ func TestCAInit(t *testing.T) {
 }
 
 func TestCAIssueAndRevoke(t *testing.T) {
-	isolateTLSEnv(t)
+	isolateEnv(t)
 	dir := caInit(t)
 	caCert, _, caCRL := caFiles(dir)
 
@@ -242,7 +231,7 @@ func TestCAIssueAndRevoke(t *testing.T) {
 }
 
 func TestInitWithCA(t *testing.T) {
-	isolateTLSEnv(t)
+	isolateEnv(t)
 	caDir := caInit(t)
 	caCert, _, _ := caFiles(caDir)
 	dir := filepath.Join(t.TempDir(), "psc")
@@ -344,7 +333,7 @@ func freeLoopback(t testing.TB) string {
 // TestCABadInput checks that bad ca and init command lines fail with one
 // line saying what was wrong and change no file.
 func TestCABadInput(t *testing.T) {
-	isolateTLSEnv(t)
+	isolateEnv(t)
 	root := t.TempDir()
 	dir := filepath.Join(root, "ca")
 	mustRun(t, "ca", "init", "--dir", dir)

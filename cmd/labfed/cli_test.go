@@ -47,29 +47,40 @@ type testFed struct {
 	f *federation
 }
 
-func startTestFederation(t testing.TB) *testFed {
+// bootFederation starts a three-site federation in t.TempDir() the way the
+// demo does (over mutual TLS unless insecure), waits until it answers, and
+// returns it with its directory and a client of the first node.
+func bootFederation(t testing.TB, insecure bool) (*federation, string, *client.Client) {
 	t.Helper()
 	isolateEnv(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	f, err := startFederation(ctx, dir, 3, slog.New(slog.DiscardHandler), true)
+	f, err := startFederation(ctx, dir, 3, slog.New(slog.DiscardHandler), insecure)
 	t.Cleanup(func() {
 		f.close()
 		cancel()
 	})
 	if err != nil {
-		t.Fatalf("startFederation = %v", err)
+		t.Fatalf("startFederation(insecure=%v) = %v", insecure, err)
 	}
-	cl, err := client.Dial(f.nodes[0].Addr(), client.Options{DevInsecure: true})
+	cl, err := client.Dial(f.nodes[0].Addr(), f.client)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { cl.Close() })
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
 	if err := f.waitReady(rctx, cl); err != nil {
 		t.Fatal(err)
 	}
+	return f, dir, cl
+}
+
+func startTestFederation(t testing.TB) *testFed {
+	t.Helper()
+	f, _, cl := bootFederation(t, true)
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
 	seedPath := filepath.Join("..", "..", "testdata", "demo", "directory.yaml")
 	sd, err := loadSeed(seedPath)
 	if err != nil {

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/labfed/labfed/broker/client"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -19,27 +17,9 @@ import (
 // coordinator; with the CA alone, or in plaintext, it is refused with one
 // line.
 func TestCLIOverTLS(t *testing.T) {
-	isolateTLSEnv(t)
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	f, err := startFederation(ctx, dir, 3, slog.New(slog.DiscardHandler), false)
-	t.Cleanup(func() {
-		f.close()
-		cancel()
-	})
-	if err != nil {
-		t.Fatalf("startFederation(TLS) = %v", err)
-	}
-	cl, err := client.Dial(f.nodes[0].Addr(), f.client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	f, dir, cl := bootFederation(t, false)
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer rcancel()
-	if err := f.waitReady(rctx, cl); err != nil {
-		t.Fatal(err)
-	}
 	peers, err := cl.Cluster.ListPeers(rctx, &pb.ListPeersRequest{})
 	if err != nil {
 		t.Fatal(err)
