@@ -33,6 +33,10 @@ type Options struct {
 	DevInsecure bool
 	// TLS configures the connection otherwise (see broker/pki).
 	TLS *tls.Config
+	// Session, when set, is a session credential (from labfed login) sent
+	// with every request; the broker then acts for its user rather than
+	// for the connection's certificate.
+	Session string
 }
 
 // Client talks to one broker; writes reach the leader through it.
@@ -40,6 +44,7 @@ type Client struct {
 	conn      *grpc.ClientConn
 	Directory pb.DirectoryServiceClient
 	Cluster   pb.ClusterServiceClient
+	Login     pb.LoginServiceClient
 }
 
 // Dial connects to the broker at addr (HOST:PORT). The connection is made
@@ -57,12 +62,32 @@ func Dial(addr string, o Options) (*Client, error) {
 	default:
 		return nil, errors.New("no transport security configured: give the federation CA (and a certificate), or use development mode")
 	}
+	if o.Session != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: o.Session, secure: !o.DevInsecure}))
+	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: conn, Directory: pb.NewDirectoryServiceClient(conn), Cluster: pb.NewClusterServiceClient(conn)}, nil
+	return &Client{
+		conn: conn, Directory: pb.NewDirectoryServiceClient(conn), Cluster: pb.NewClusterServiceClient(conn),
+		Login: pb.NewLoginServiceClient(conn),
+	}, nil
 }
+
+// bearer sends a session credential in the authorization header.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity keeps the credential off plaintext connections,
+// except to a development broker the user explicitly chose.
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
@@ -71,7 +96,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 func IsRead(method string) bool {
 	i := strings.LastIndex(method, "/")
 	name := method[i+1:]
-	for _, p := range []string{"List", "Get", "Status", "MapUser"} {
+	for _, p := range []string{"List", "Get", "Status", "MapUser", "WhoAmI"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

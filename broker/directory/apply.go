@@ -65,6 +65,10 @@ func (a *applier) apply(c *Command) (any, error) {
 		return a.registerNode(c.RegisterNode)
 	case c.DeregisterNode != nil:
 		return a.deregisterNode(c.DeregisterNode)
+	case c.CreateSession != nil:
+		return a.createSession(c.CreateSession)
+	case c.RevokeSessions != nil:
+		return a.revokeSessions(c.RevokeSessions)
 	}
 	return nil, broker.Errorf(broker.ErrInvalid, "empty directory command; this is a bug in the client that sent it")
 }

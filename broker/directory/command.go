@@ -29,6 +29,8 @@ type Command struct {
 	PinAccount     *PinAccount     `json:"pin_account,omitempty"`
 	RegisterNode   *RegisterNode   `json:"register_node,omitempty"`
 	DeregisterNode *DeregisterNode `json:"deregister_node,omitempty"`
+	CreateSession  *CreateSession  `json:"create_session,omitempty"`
+	RevokeSessions *RevokeSessions `json:"revoke_sessions,omitempty"`
 }
 
 // AddSite registers a site and its id ranges.

@@ -190,3 +190,13 @@ func (d *Directory) Hash() (string, error) {
 	})
 	return hex.EncodeToString(h.Sum(nil)), err
 }
+
+// ProjectsOf lists the projects user is a member of, by name.
+func (d *Directory) ProjectsOf(user string) []string {
+	var out []string
+	_ = d.store.View(func(tx Tx) error {
+		out = suffixes(tx, bMemberOf, user)
+		return nil
+	})
+	return out
+}

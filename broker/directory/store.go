@@ -33,6 +33,7 @@ func Buckets() []string {
 	return []string{
 		bSites, bUsers, bEmails, bIdents, bProjects, bMemberOf, bGrants, bGrantsBySubject,
 		bAccounts, bAccountsByUser, bUIDs, bGIDs, bProjectGIDs, bUsernames, bNodes, bMeta,
+		bSessions, bSessionsByUser, bSessionExpiry, bLogins,
 	}
 }
 
@@ -53,6 +54,10 @@ const (
 	bUsernames       = "usernames"
 	bNodes           = "nodes"
 	bMeta            = "meta"
+	bSessions        = "sessions"
+	bSessionsByUser  = "sessions_by_user"
+	bSessionExpiry   = "session_expiry"
+	bLogins          = "logins"
 )
 
 // SnapshotStore is a Store that can also copy out and replace its whole

@@ -27,6 +27,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/labfed/labfed/broker"
@@ -44,6 +46,7 @@ type Replica interface {
 	RemovePeer(ctx context.Context, id, actor string) error
 	Peers() ([]broker.Peer, error)
 	Leader() (id, api string)
+	IsLeader() bool
 	Status() broker.NodeStatus
 	Snapshot() error
 }
@@ -51,17 +54,17 @@ type Replica interface {
 // Config configures a Server.
 type Config struct {
 	Replica Replica
-	// Actor names the caller of a request for the directory's records.
-	Actor func(ctx context.Context) (string, error)
-	// Peer, when set, returns the caller's verified federation identity;
-	// Join then admits only a broker joining under its own certificate's
-	// site and name. Nil only in development mode.
+	// Peer returns the caller's verified federation certificate identity.
+	// Nil only in development mode, where every caller without a session
+	// credential may do anything.
 	Peer func(ctx context.Context) (pki.Identity, error)
+	// Login configures OIDC login; without Login.Verify, Login refuses.
+	Login LoginConfig
 	// Dial opens a connection to another broker for forwarding.
 	Dial   func(addr string) (*grpc.ClientConn, error)
 	Logger *slog.Logger
-	// Now is the clock used to stamp commands and grant states; nil means
-	// time.Now.
+	// Now is the clock used to stamp commands, grant states and session
+	// expiry; nil means time.Now.
 	Now func() time.Time
 }
 
@@ -69,6 +72,7 @@ type Config struct {
 type Server struct {
 	pb.UnimplementedDirectoryServiceServer
 	pb.UnimplementedClusterServiceServer
+	pb.UnimplementedLoginServiceServer
 
 	cfg   Config
 	mu    sync.Mutex
@@ -90,6 +94,7 @@ func NewServer(cfg Config) *Server {
 func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterDirectoryServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
+	pb.RegisterLoginServiceServer(g, s)
 }
 
 // Close closes the forwarding connections.
@@ -105,16 +110,42 @@ func (s *Server) Close() error {
 
 const forwardedHeader = "labfed-forwarded"
 
-// UnaryInterceptor forwards requests that must run on the leader and maps
-// domain errors to status codes. Install it with grpc.ChainUnaryInterceptor
-// after authentication.
+// UnaryInterceptor authenticates the caller, checks the method's access
+// rule, forwards requests that must run on the leader, and maps domain
+// errors to status codes. Install it as the server's only unary
+// interceptor.
 func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	resp, err := handler(ctx, req)
+	resp, err := s.intercept(ctx, req, info, handler)
 	var nl *broker.NotLeaderError
 	if errors.As(err, &nl) && nl.LeaderAPI != "" && !isForwarded(ctx) {
-		return s.forward(ctx, info.FullMethod, req, resp, nl)
+		return s.forward(ctx, info.FullMethod, req, nl)
 	}
 	return resp, toStatus(err)
+}
+
+func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	r, ok := policy[info.FullMethod]
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "%s has no access rule; refusing it", info.FullMethod)
+	}
+	if r.public {
+		return handler(ctx, req)
+	}
+	p, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx = withPrincipal(ctx, p)
+	if r.write && !isForwarded(ctx) && !s.cfg.Replica.IsLeader() {
+		id, api := s.cfg.Replica.Leader()
+		return nil, &broker.NotLeaderError{LeaderID: id, LeaderAPI: api}
+	}
+	if r.check != nil {
+		if err := r.check(s, ctx, p, req); err != nil {
+			return nil, err
+		}
+	}
+	return handler(ctx, req)
 }
 
 func isForwarded(ctx context.Context) bool {
@@ -122,24 +153,27 @@ func isForwarded(ctx context.Context) bool {
 	return len(md.Get(forwardedHeader)) > 0
 }
 
-func (s *Server) forward(ctx context.Context, method string, req, typed any, nl *broker.NotLeaderError) (any, error) {
-	m, ok := typed.(proto.Message)
-	if !ok {
-		return nil, status.Errorf(codes.Internal, "cannot forward %s: response type %T is not a proto message", method, typed)
+func (s *Server) forward(ctx context.Context, method string, req any, nl *broker.NotLeaderError) (any, error) {
+	out, err := responseFor(method)
+	if err != nil {
+		return nil, err
 	}
-	out := m.ProtoReflect().Type().New().Interface()
 	conn, err := s.conn(nl.LeaderAPI)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "cannot reach leader %s at %s: %v; retry", nl.LeaderID, nl.LeaderAPI, err)
 	}
-	actor, err := s.actor(ctx)
-	if err != nil {
-		return nil, err
-	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
 	md.Set(forwardedHeader, "1")
-	md.Set(actorHeader, actor)
+	delete(md, actorHeader)
+	if _, hasSession, _ := bearer(ctx); !hasSession && s.cfg.Peer != nil {
+		// The leader sees this broker's certificate; name the caller's.
+		id, err := s.peer(ctx)
+		if err != nil {
+			return nil, err
+		}
+		md.Set(actorHeader, id.String())
+	}
 	// Drop transport-level pseudo headers that must not be re-sent.
 	for _, k := range []string{":authority", "content-type", "user-agent", "te"} {
 		delete(md, k)
@@ -158,6 +192,24 @@ func (s *Server) forward(ctx context.Context, method string, req, typed any, nl 
 		return nil, err
 	}
 	return out, nil
+}
+
+// responseFor returns an empty response message of a method
+// ("/labfed.v1.DirectoryService/AddSite") to forward its request into.
+func responseFor(method string) (proto.Message, error) {
+	svc, name, ok := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	if ok {
+		if d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc)); err == nil {
+			if sd, isSvc := d.(protoreflect.ServiceDescriptor); isSvc {
+				if md := sd.Methods().ByName(protoreflect.Name(name)); md != nil {
+					if mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName()); err == nil {
+						return mt.New().Interface(), nil
+					}
+				}
+			}
+		}
+	}
+	return nil, status.Errorf(codes.Internal, "cannot forward %s: unknown method", method)
 }
 
 func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
@@ -218,11 +270,13 @@ func toStatus(err error) error {
 	return st.Err()
 }
 
+// actor names the authenticated caller for the directory's records.
 func (s *Server) actor(ctx context.Context) (string, error) {
-	if s.cfg.Actor == nil {
-		return "", status.Error(codes.Unauthenticated, "this broker has no authentication configured")
+	p, ok := PrincipalFrom(ctx)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "request was not authenticated")
 	}
-	return s.cfg.Actor(ctx)
+	return p.Actor(), nil
 }
 
 // apply stamps and proposes a command.
@@ -248,10 +302,14 @@ func applyAs[T any](s *Server, ctx context.Context, cmd *directory.Command) (*T,
 }
 
 func (s *Server) read(ctx context.Context, ro *pb.ReadOptions, fn func(*directory.Directory) error) error {
-	if _, err := s.actor(ctx); err != nil {
-		return err
-	}
 	return s.cfg.Replica.Read(ctx, ro.GetStale(), fn)
+}
+
+// caller returns the authenticated caller; the interceptor guarantees one
+// for every non-public method.
+func caller(ctx context.Context) *Principal {
+	p, _ := PrincipalFrom(ctx)
+	return p
 }
 
 // ---- sites ----
@@ -352,8 +410,11 @@ func (s *Server) ListUsers(ctx context.Context, r *pb.ListUsersRequest) (*pb.Lis
 	resp := &pb.ListUsersResponse{}
 	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
 		users, err := d.Users(r.GetIncludeRemoved())
+		p := caller(ctx)
 		for _, u := range users {
-			resp.Users = append(resp.Users, userToPB(u))
+			if seesUser(p, u) {
+				resp.Users = append(resp.Users, userToPB(u))
+			}
 		}
 		return err
 	})
@@ -393,8 +454,11 @@ func (s *Server) ListProjects(ctx context.Context, r *pb.ListProjectsRequest) (*
 	resp := &pb.ListProjectsResponse{}
 	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
 		ps, err := d.Projects()
+		who := caller(ctx)
 		for _, p := range ps {
-			resp.Projects = append(resp.Projects, projectToPB(p))
+			if seesProject(who, p) {
+				resp.Projects = append(resp.Projects, projectToPB(p))
+			}
 		}
 		return err
 	})
@@ -429,8 +493,15 @@ func (s *Server) ListGrants(ctx context.Context, r *pb.ListGrantsRequest) (*pb.L
 	now := s.cfg.Now()
 	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
 		gs, err := d.Grants(directory.GrantFilter{Subject: r.GetSubject(), Resource: r.GetResource(), IncludeRevoked: r.GetIncludeRevoked()})
+		p := caller(ctx)
+		var mine []string
+		if p.User != nil {
+			mine = d.ProjectsOf(p.User.Name)
+		}
 		for _, g := range gs {
-			resp.Grants = append(resp.Grants, grantToPB(g, now))
+			if seesGrant(p, g, mine) {
+				resp.Grants = append(resp.Grants, grantToPB(g, now))
+			}
 		}
 		return err
 	})
@@ -461,8 +532,11 @@ func (s *Server) ListAccounts(ctx context.Context, r *pb.ListAccountsRequest) (*
 	resp := &pb.ListAccountsResponse{}
 	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
 		as, err := d.Accounts(r.GetSite())
+		p := caller(ctx)
 		for _, a := range as {
-			resp.Accounts = append(resp.Accounts, accountToPB(a))
+			if seesAccount(p, a) {
+				resp.Accounts = append(resp.Accounts, accountToPB(a))
+			}
 		}
 		return err
 	})
@@ -489,16 +563,10 @@ func (s *Server) Join(ctx context.Context, r *pb.JoinRequest) (*pb.JoinResponse,
 	if err != nil {
 		return nil, err
 	}
-	if s.cfg.Peer != nil {
-		id, err := s.cfg.Peer(ctx)
-		if err != nil {
-			return nil, err
-		}
-		// A broker forwarding a join has checked the joiner itself.
-		forwardedByBroker := isForwarded(ctx) && id.Kind == pki.KindBroker
-		if !forwardedByBroker && (id.Kind != pki.KindBroker || id.Site != r.GetSite() || id.Name != r.GetId()) {
-			return nil, status.Errorf(codes.PermissionDenied, "certificate %s may not join as node %s of site %s; a broker joins only under its own certificate's site and name", id, r.GetId(), r.GetSite())
-		}
+	// The joiner's certificate, also when another broker forwarded the
+	// request: a broker joins only as itself.
+	if id := caller(ctx).Cert; id != nil && (id.Kind != pki.KindBroker || id.Site != r.GetSite() || id.Name != r.GetId()) {
+		return nil, status.Errorf(codes.PermissionDenied, "certificate %s may not join as node %s of site %s; a broker joins only under its own certificate's site and name", id, r.GetId(), r.GetSite())
 	}
 	reg := &directory.RegisterNode{
 		Node:     directory.Node{ID: r.GetId(), Site: r.GetSite(), RaftAddr: r.GetRaftAddr(), APIAddr: r.GetApiAddr()},
@@ -537,9 +605,6 @@ func (s *Server) ListPeers(ctx context.Context, r *pb.ListPeersRequest) (*pb.Lis
 }
 
 func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
-	if _, err := s.actor(ctx); err != nil {
-		return nil, err
-	}
 	st := s.cfg.Replica.Status()
 	var hash string
 	err := s.cfg.Replica.Read(ctx, true, func(d *directory.Directory) (err error) {
@@ -556,9 +621,6 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 }
 
 func (s *Server) Snapshot(ctx context.Context, _ *pb.SnapshotRequest) (*pb.SnapshotResponse, error) {
-	if _, err := s.actor(ctx); err != nil {
-		return nil, err
-	}
 	if err := s.cfg.Replica.Snapshot(); err != nil {
 		return nil, broker.Errorf(broker.ErrPrecondition, "snapshot failed: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -193,7 +194,8 @@ func initCommand() *cli.Command {
 			&cli.StringFlag{Name: "uid-range", Value: "200000-299999", Usage: "uids for the site's accounts, `LO-HI`"},
 			&cli.StringFlag{Name: "gid-range", Value: "200000-299999", Usage: "gids for the site's groups, `LO-HI`"},
 			&cli.StringFlag{Name: "ca-dir", Usage: "the federation CA's `DIR`, to issue the certificates now"},
-			&cli.StringFlag{Name: "admin", Value: "admin", Usage: "`NAME` on the administrator's certificate"},
+			&cli.StringFlag{Name: "admin", Value: "admin", Usage: "`NAME` on the administrator's certificate; with --bootstrap this user becomes the first coordinator"},
+			&cli.StringFlag{Name: "admin-email", Usage: "the administrator's `EMAIL`, for the bootstrap section of the config"},
 		},
 		Action: func(c *cli.Context) error {
 			site := c.String("site")
@@ -212,7 +214,7 @@ func initCommand() *cli.Command {
 			if err := os.MkdirAll(tlsDir, 0o700); err != nil {
 				return err
 			}
-			cfgText, err := siteConfig(site, nodeName, dir, c.String("api"), c.String("raft"), c.String("uid-range"), c.String("gid-range"))
+			cfgText, err := siteConfig(site, nodeName, dir, c.String("api"), c.String("raft"), c.String("uid-range"), c.String("gid-range"), c.String("admin"), c.String("admin-email"))
 			if err != nil {
 				return err
 			}
@@ -265,7 +267,7 @@ func initCommand() *cli.Command {
 }
 
 // siteConfig renders a broker config and checks that it parses.
-func siteConfig(site, nodeName, dir, api, raftAddr, uids, gids string) (string, error) {
+func siteConfig(site, nodeName, dir, api, raftAddr, uids, gids, admin, adminEmail string) (string, error) {
 	tlsDir := filepath.Join(dir, "tls")
 	text := fmt.Sprintf(`# labfed broker %s of site %s, written by labfed init.
 site: %s
@@ -281,8 +283,25 @@ tls:
   cert: %s
   key: %s
   crl: %s  # optional; copy the CA's ca.crl here after revocations
+# People log in with labfed login through an OpenID Connect issuer:
+# oidc:
+#   issuers:
+#     - url: https://cilogon.org
+#       client_ids: [cilogon:/client_id/EXAMPLE]  # labfed's registration at the issuer
+#   session_ttl: 8h  # how long a login lasts (at most 24h)
 `, nodeName, site, site, nodeName, filepath.Join(dir, "data"), api, raftAddr, uids, gids,
 		filepath.Join(tlsDir, "ca.crt"), filepath.Join(tlsDir, "broker.crt"), filepath.Join(tlsDir, "broker.key"), filepath.Join(tlsDir, "ca.crl"))
+	head := "# Read only by the federation's first node (labfed serve --bootstrap): it\n" +
+		"# registers this person as the first coordinator (the administrator\n" +
+		"# certificate in tls/admin.crt names them) and writes their session\n" +
+		"# credential, mode 0600, to DATA_DIR/bootstrap-credential.json.\n"
+	boot := fmt.Sprintf("bootstrap:\n  coordinator:\n    name: %s\n    email: %s\n", admin, adminEmail)
+	if adminEmail == "" {
+		head += "# Uncomment and give an email address (or rerun labfed init with --admin-email):\n"
+		boot = "# " + strings.ReplaceAll(strings.TrimSuffix(boot, "\n"), "\n", "\n# ") + "EMAIL\n"
+	}
+	boot = head + boot
+	text += boot
 	if _, err := node.ParseConfig("generated config", []byte(text)); err != nil {
 		return "", err
 	}

@@ -220,6 +220,11 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 			caCert, _, caCRL := caFiles(caDir)
 			cfgText += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
 		}
+		if i == 0 {
+			// The bootstrap registers the federation's first coordinator,
+			// whom the administrator certificate above names.
+			cfgText += "bootstrap:\n  coordinator: {name: coord, email: coordinator@labfed.example.org}\n"
+		}
 		cfg, err := node.ParseConfig(site+".yaml", []byte(cfgText))
 		if err != nil {
 			return f, err

@@ -85,8 +85,8 @@ func TestCLIOverTLS(t *testing.T) {
 		if err == nil {
 			t.Fatalf("labfed --ca %s user list = success, want an error", caCert)
 		}
-		if line := errorLine(err); !strings.Contains(line, "no client certificate") || strings.ContainsAny(line, "\r\n") {
-			t.Errorf("errorLine(labfed --ca %s user list) = %q, want one line containing %q", caCert, line, "no client certificate")
+		if line := errorLine(err); !strings.Contains(line, "no credential: log in with labfed login") || strings.ContainsAny(line, "\r\n") {
+			t.Errorf("errorLine(labfed --ca %s user list) = %q, want one line containing %q", caCert, line, "no credential: log in with labfed login")
 		}
 	})
 

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,6 +51,28 @@ type Config struct {
 		Key  string `yaml:"key"`
 		CRL  string `yaml:"crl"`
 	} `yaml:"tls"`
+	// OIDC lists the identity providers people log in with through this
+	// broker (labfed login).
+	OIDC struct {
+		Issuers []OIDCIssuer `yaml:"issuers"`
+		// SessionTTL is how long a login lasts; default 8h, at most 24h.
+		SessionTTL time.Duration `yaml:"session_ttl"`
+	} `yaml:"oidc"`
+	// Bootstrap is read only with --bootstrap on the federation's first
+	// node, which registers the first coordinator and writes their
+	// session credential.
+	Bootstrap struct {
+		Coordinator struct {
+			Name       string   `yaml:"name"`
+			Email      string   `yaml:"email"`
+			Identities []string `yaml:"identities"`
+		} `yaml:"coordinator"`
+		// Credential is the file the coordinator's session credential is
+		// written to (mode 0600); default DATA_DIR/bootstrap-credential.json.
+		Credential string `yaml:"credential"`
+		// CredentialTTL is its lifetime; default 24h.
+		CredentialTTL time.Duration `yaml:"credential_ttl"`
+	} `yaml:"bootstrap"`
 	Raft struct {
 		SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
 		// SnapshotInterval is how often the threshold is checked.
@@ -57,6 +81,17 @@ type Config struct {
 	} `yaml:"raft"`
 
 	uidRange, gidRange *broker.Range
+	coordIDs           []broker.Identity
+}
+
+// OIDCIssuer is an OpenID Connect provider whose ID tokens this broker
+// accepts, with the client ids the labfed CLI is registered under there.
+type OIDCIssuer struct {
+	URL       string   `yaml:"url"`
+	ClientIDs []string `yaml:"client_ids"`
+	// CAFile holds PEM roots for the issuer's HTTPS; empty means the
+	// system's roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 // LoadConfig reads and strictly decodes a config file: unknown fields, wrong
@@ -118,6 +153,9 @@ func (c *Config) validate() error {
 	if c.Raft.SnapshotInterval < 0 || (c.Raft.SnapshotInterval > 0 && c.Raft.SnapshotInterval < time.Second) {
 		return fmt.Errorf("raft.snapshot_interval %s is too short; give at least 1s, such as 2m", c.Raft.SnapshotInterval)
 	}
+	if err := c.validateLogin(); err != nil {
+		return err
+	}
 	if c.UIDRange != "" || c.GIDRange != "" {
 		u, err := broker.ParseRange("uid", c.UIDRange)
 		if err != nil {
@@ -143,4 +181,46 @@ func IsLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+const maxSessionTTL = 24 * time.Hour
+
+func (c *Config) validateLogin() error {
+	for i, is := range c.OIDC.Issuers {
+		u, err := url.Parse(is.URL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("oidc.issuers[%d].url %q must be an https URL such as https://cilogon.org", i, is.URL)
+		}
+		if len(is.ClientIDs) == 0 {
+			return fmt.Errorf("oidc.issuers[%d] (%s) needs client_ids: the client id labfed login is registered under at the issuer", i, is.URL)
+		}
+	}
+	if t := c.OIDC.SessionTTL; t < 0 || (t > 0 && t < time.Minute) || t > maxSessionTTL {
+		return fmt.Errorf("oidc.session_ttl %s is out of range; give between 1m and 24h, such as 8h", t)
+	}
+	b := &c.Bootstrap
+	if b.CredentialTTL < 0 || (b.CredentialTTL > 0 && b.CredentialTTL < time.Minute) || b.CredentialTTL > maxSessionTTL {
+		return fmt.Errorf("bootstrap.credential_ttl %s is out of range; give between 1m and 24h", b.CredentialTTL)
+	}
+	if b.Credential == "" {
+		b.Credential = filepath.Join(c.DataDir, "bootstrap-credential.json")
+	}
+	co := b.Coordinator
+	if co.Name == "" && co.Email == "" && len(co.Identities) == 0 {
+		return nil
+	}
+	if err := broker.ValidateUsername(co.Name); err != nil {
+		return fmt.Errorf("bootstrap.coordinator.name: %w", err)
+	}
+	if err := broker.ValidateEmail(co.Email); err != nil {
+		return fmt.Errorf("bootstrap.coordinator.email: %w", err)
+	}
+	for _, s := range co.Identities {
+		id, err := broker.ParseIdentity(s)
+		if err != nil {
+			return fmt.Errorf("bootstrap.coordinator.identities: %w", err)
+		}
+		c.coordIDs = append(c.coordIDs, id)
+	}
+	return nil
 }

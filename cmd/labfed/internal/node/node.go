@@ -106,6 +106,15 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+	hasState, err := replica.HasState(logs, logs, snaps)
+	if err != nil {
+		return nil, err
+	}
+	fresh := o.Bootstrap && !hasState
+	if fresh && !o.DevInsecure && c.Bootstrap.Coordinator.Name == "" {
+		err = errors.New("--bootstrap needs a bootstrap.coordinator section (name, email) in the config: the federation's first coordinator, who may then register everyone else")
+		return nil, err
+	}
 	state, err := boltstate.Create(filepath.Join(c.DataDir, "state.db"), directory.Buckets())
 	if err != nil {
 		return nil, err
@@ -154,11 +163,15 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	verify, err := newVerifier(c)
+	if err != nil {
+		return nil, err
+	}
 	rc := rpc.Config{
 		Replica: rep,
-		Actor:   func(context.Context) (string, error) { return "dev-insecure", nil },
 		Dial:    dialInsecure,
 		Logger:  log,
+		Login:   rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
 	}
 	var gopts []grpc.ServerOption
 	dial := dialInsecure
@@ -173,7 +186,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 		}
 		peerID := rpc.PeerChecker(bundle.CheckPeer)
-		rc.Actor, rc.Peer, rc.Dial = rpc.CertActorWith(peerID), peerID, dial
+		rc.Peer, rc.Dial = peerID, dial
 	}
 	srv := rpc.NewServer(rc)
 	g := grpc.NewServer(append(gopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))...)
@@ -183,6 +196,12 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	go func() { n.done <- g.Serve(lis) }()
 	if len(o.Join) > 0 {
 		go n.join(jctx, o.Join, !o.NonVoter)
+	}
+	if fresh && c.Bootstrap.Coordinator.Name != "" {
+		if err := n.seed(ctx); err != nil {
+			n.Close()
+			return nil, err
+		}
 	}
 	return n, nil
 }

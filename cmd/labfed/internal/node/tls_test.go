@@ -200,11 +200,13 @@ func callCtx(t testing.TB) context.Context {
 }
 
 // tlsTestConfig returns a loopback config for broker node of site, in a
-// fresh data_dir, whose tls section names files.
+// fresh data_dir, whose tls section names files. Bootstrapping it makes
+// alice (of rutgers) the first coordinator.
 func tlsTestConfig(t testing.TB, site, node string, files pki.Files) *Config {
 	t.Helper()
 	text := fmt.Sprintf("site: %s\nnode: %s\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\n"+
-		"uid_range: 200000-209999\ngid_range: 200000-209999\ntls:\n  ca: %s\n  cert: %s\n  key: %s\n  crl: %s\n",
+		"uid_range: 200000-209999\ngid_range: 200000-209999\ntls:\n  ca: %s\n  cert: %s\n  key: %s\n  crl: %s\n"+
+		"bootstrap:\n  coordinator: {name: alice, email: alice@rutgers.edu}\n",
 		site, node, filepath.Join(t.TempDir(), node), freePort(t), freePort(t), files.CA, files.Cert, files.Key, files.CRL)
 	c, err := ParseConfig(node+".yaml", []byte(text))
 	if err != nil {
@@ -384,6 +386,10 @@ func TestTLSNodeClients(t *testing.T) {
 	t.Run("revoked admin certificate", func(t *testing.T) {
 		victimID := pki.Identity{Site: "rutgers", Kind: pki.KindAdmin, Name: "victor"}
 		victim := fed.issue(t, victimID)
+		if _, err := pb.NewDirectoryServiceClient(dialTLS(t, addr, clientTLS(t, admin))).AddUser(callCtx(t),
+			&pb.AddUserRequest{Name: "victor", Email: "victor@rutgers.edu", Home: "rutgers"}); err != nil {
+			t.Fatalf("AddUser(victor) = %v", err)
+		}
 		open := dialTLS(t, addr, clientTLS(t, victim))
 		if err := listSites(callCtx(t), open); err != nil {
 			t.Fatalf("ListSites(%s) before revocation = %v, want success", victimID, err)
