@@ -397,7 +397,7 @@ func TestListsShowOnlyWhatTheCallerMaySee(t *testing.T) {
 		return
 	}
 	for _, tc := range []struct {
-		who                                string
+		who                               string
 		users, grants, accounts, projects string
 	}{
 		{"rita", "rita", "user:rita@rutgers/krios-g4", "rita@rutgers", "cryo-lab"},
@@ -439,21 +439,33 @@ func TestCertificatePrincipals(t *testing.T) {
 		msg  string
 	}{
 		{"admin cert of the coordinator", pki.Identity{Site: "rutgers", Kind: pki.KindAdmin, Name: "alice"},
-			func(d pb.DirectoryServiceClient) error { return ignore(d.AddSite(ctx, &pb.AddSiteRequest{Name: "cert-site", UidRange: r, GidRange: r})) }, codes.OK, ""},
+			func(d pb.DirectoryServiceClient) error {
+				return ignore(d.AddSite(ctx, &pb.AddSiteRequest{Name: "cert-site", UidRange: r, GidRange: r}))
+			}, codes.OK, ""},
 		{"admin cert of a researcher", pki.Identity{Site: "rutgers", Kind: pki.KindAdmin, Name: "rita"},
-			func(d pb.DirectoryServiceClient) error { return ignore(d.AddSite(ctx, &pb.AddSiteRequest{Name: "cert-site2", UidRange: r, GidRange: r})) }, codes.PermissionDenied, "user rita (researcher) may not add sites"},
+			func(d pb.DirectoryServiceClient) error {
+				return ignore(d.AddSite(ctx, &pb.AddSiteRequest{Name: "cert-site2", UidRange: r, GidRange: r}))
+			}, codes.PermissionDenied, "user rita (researcher) may not add sites"},
 		{"admin cert naming a user of another site", pki.Identity{Site: "psc", Kind: pki.KindAdmin, Name: "alice"},
 			func(d pb.DirectoryServiceClient) error { return ignore(d.ListSites(ctx, &pb.ListSitesRequest{})) }, codes.PermissionDenied, "names no directory user alice of site psc"},
 		{"admin cert naming nobody", pki.Identity{Site: "rutgers", Kind: pki.KindAdmin, Name: "ghost"},
 			func(d pb.DirectoryServiceClient) error { return ignore(d.ListSites(ctx, &pb.ListSitesRequest{})) }, codes.PermissionDenied, "names no directory user ghost"},
 		{"agent maps its own site's users", pki.Identity{Site: "rutgers", Kind: pki.KindAgent, Name: "agent-1"},
-			func(d pb.DirectoryServiceClient) error { return ignore(d.MapUser(ctx, &pb.MapUserRequest{RemoteUser: "rita@example.org", Site: "rutgers"})) }, codes.OK, ""},
+			func(d pb.DirectoryServiceClient) error {
+				return ignore(d.MapUser(ctx, &pb.MapUserRequest{RemoteUser: "rita@example.org", Site: "rutgers"}))
+			}, codes.OK, ""},
 		{"agent of another site", pki.Identity{Site: "psc", Kind: pki.KindAgent, Name: "agent-1"},
-			func(d pb.DirectoryServiceClient) error { return ignore(d.MapUser(ctx, &pb.MapUserRequest{RemoteUser: "rita@example.org", Site: "rutgers"})) }, codes.PermissionDenied, "certificate psc/agent/agent-1 may not map portal users at site rutgers"},
+			func(d pb.DirectoryServiceClient) error {
+				return ignore(d.MapUser(ctx, &pb.MapUserRequest{RemoteUser: "rita@example.org", Site: "rutgers"}))
+			}, codes.PermissionDenied, "certificate psc/agent/agent-1 may not map portal users at site rutgers"},
 		{"agent cannot grant", pki.Identity{Site: "rutgers", Kind: pki.KindAgent, Name: "agent-1"},
-			func(d pb.DirectoryServiceClient) error { return ignore(d.AddGrant(ctx, &pb.AddGrantRequest{Subject: "user:rita", Resource: "rutgers/x", Actions: []string{"instrument.view"}})) }, codes.PermissionDenied, "may not grant"},
+			func(d pb.DirectoryServiceClient) error {
+				return ignore(d.AddGrant(ctx, &pb.AddGrantRequest{Subject: "user:rita", Resource: "rutgers/x", Actions: []string{"instrument.view"}}))
+			}, codes.PermissionDenied, "may not grant"},
 		{"broker cannot administer", pki.Identity{Site: "psc", Kind: pki.KindBroker, Name: "psc-1"},
-			func(d pb.DirectoryServiceClient) error { return ignore(d.AddUser(ctx, &pb.AddUserRequest{Name: "evil", Email: "evil@example.org", Home: "psc"})) }, codes.PermissionDenied, "certificate psc/broker/psc-1 may not register users"},
+			func(d pb.DirectoryServiceClient) error {
+				return ignore(d.AddUser(ctx, &pb.AddUserRequest{Name: "evil", Email: "evil@example.org", Home: "psc"}))
+			}, codes.PermissionDenied, "certificate psc/broker/psc-1 may not register users"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.do(conn(tc.id))
