@@ -115,7 +115,7 @@ const forwardedHeader = "labfed-forwarded"
 // errors to status codes. Install it as the server's only unary
 // interceptor.
 func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	resp, err := s.intercept(ctx, req, info, handler)
+	resp, ctx, err := s.intercept(ctx, req, info, handler)
 	var nl *broker.NotLeaderError
 	if errors.As(err, &nl) && nl.LeaderAPI != "" && !isForwarded(ctx) {
 		return s.forward(ctx, info.FullMethod, req, nl)
@@ -123,29 +123,33 @@ func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	return resp, toStatus(err)
 }
 
-func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// intercept runs the access rule and the handler. It returns the context
+// with the authenticated caller, which forwarding needs.
+func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, context.Context, error) {
 	r, ok := policy[info.FullMethod]
 	if !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "%s has no access rule; refusing it", info.FullMethod)
+		return nil, ctx, status.Errorf(codes.PermissionDenied, "%s has no access rule; refusing it", info.FullMethod)
 	}
 	if r.public {
-		return handler(ctx, req)
+		resp, err := handler(ctx, req)
+		return resp, ctx, err
 	}
 	p, err := s.authenticate(ctx)
 	if err != nil {
-		return nil, err
+		return nil, ctx, err
 	}
 	ctx = withPrincipal(ctx, p)
 	if r.write && !isForwarded(ctx) && !s.cfg.Replica.IsLeader() {
 		id, api := s.cfg.Replica.Leader()
-		return nil, &broker.NotLeaderError{LeaderID: id, LeaderAPI: api}
+		return nil, ctx, &broker.NotLeaderError{LeaderID: id, LeaderAPI: api}
 	}
 	if r.check != nil {
 		if err := r.check(s, ctx, p, req); err != nil {
-			return nil, err
+			return nil, ctx, err
 		}
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	return resp, ctx, err
 }
 
 func isForwarded(ctx context.Context) bool {
@@ -166,13 +170,11 @@ func (s *Server) forward(ctx context.Context, method string, req any, nl *broker
 	md = md.Copy()
 	md.Set(forwardedHeader, "1")
 	delete(md, actorHeader)
-	if _, hasSession, _ := bearer(ctx); !hasSession && s.cfg.Peer != nil {
+	if p, ok := PrincipalFrom(ctx); ok && p.Session == nil && p.Cert != nil {
 		// The leader sees this broker's certificate; name the caller's.
-		id, err := s.peer(ctx)
-		if err != nil {
-			return nil, err
-		}
-		md.Set(actorHeader, id.String())
+		// A session travels in the authorization header, which the
+		// leader checks itself; public methods have no caller to name.
+		md.Set(actorHeader, p.Cert.String())
 	}
 	// Drop transport-level pseudo headers that must not be re-sent.
 	for _, k := range []string{":authority", "content-type", "user-agent", "te"} {

@@ -30,6 +30,8 @@ func isolateEnv(t testing.TB) {
 		t.Setenv(v, "")
 		os.Unsetenv(v)
 	}
+	// Never pick up the developer's own login.
+	t.Setenv("LABFED_SESSION", filepath.Join(t.TempDir(), "session.json"))
 }
 
 // runCLI runs the labfed command line in this process, as main does, and

@@ -22,6 +22,7 @@ import (
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/cmd/labfed/internal/node"
+	"github.com/labfed/labfed/cmd/labfed/internal/oidcissuer"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -163,6 +164,41 @@ type federation struct {
 	client client.Options
 	// env lists the LABFED_* variables env.sh exports besides the address.
 	env []string
+	// issuer is the demo's OIDC provider, which every broker trusts.
+	issuer *oidcissuer.Issuer
+	// anon reaches a broker with the CA alone, as a researcher's CLI does.
+	anon client.Options
+}
+
+// The demo's OIDC issuer: the CLI's client id and the sample people who
+// can log in. mallory can log in at the issuer but is not registered in
+// the federation.
+const (
+	demoClientID = "labfed-cli"
+	demoPassword = "labfed-demo"
+)
+
+var demoPeople = []string{"alice", "bob", "carol", "rhea", "mallory"}
+
+// demoSubject is the OIDC subject the demo issuer gives a sample person.
+func demoSubject(name string) string { return "urn:labfed-demo:user:" + name }
+
+// startIssuer starts the demo's OIDC issuer and writes its certificate to
+// DIR/oidc-ca.pem for the brokers and the CLI to trust.
+func (f *federation) startIssuer(dir string) error {
+	var users []oidcissuer.User
+	for _, n := range demoPeople {
+		users = append(users, oidcissuer.User{Username: n, Password: demoPassword, Subject: demoSubject(n), Email: n + "@demo.labfed.example.org", Name: n})
+	}
+	is, err := oidcissuer.New(oidcissuer.Config{
+		Clients: []oidcissuer.Client{{ID: demoClientID, RedirectLoopbackOnly: true}}, Users: users,
+		DevicePollInterval: time.Second, Logger: f.log,
+	})
+	if err != nil {
+		return err
+	}
+	f.issuer = is
+	return os.WriteFile(filepath.Join(dir, "oidc-ca.pem"), is.CAPEM(), 0o644)
 }
 
 // startFederation starts n sites' brokers. Unless insecure, it first makes
@@ -170,7 +206,10 @@ type federation struct {
 // administrator certificate for the coordinator, and runs everything over
 // mutual TLS as production does.
 func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, insecure bool) (*federation, error) {
-	f := &federation{log: log, insecure: insecure, client: client.Options{DevInsecure: true}, env: []string{"LABFED_DEV_INSECURE=1"}}
+	f := &federation{log: log, insecure: insecure, client: client.Options{DevInsecure: true}, anon: client.Options{DevInsecure: true}, env: []string{"LABFED_DEV_INSECURE=1"}}
+	if err := f.startIssuer(dir); err != nil {
+		return f, err
+	}
 	var ca *pki.CA
 	caDir := filepath.Join(dir, "ca")
 	if !insecure {
@@ -198,6 +237,11 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 			return f, err
 		}
 		f.client = client.Options{TLS: b.ClientConfig(pki.KindBroker)}
+		anon, err := pki.ClientConfigCAOnly(caCert, pki.KindBroker)
+		if err != nil {
+			return f, err
+		}
+		f.anon = client.Options{TLS: anon}
 		f.env = []string{"LABFED_CA=" + caCert, "LABFED_CERT=" + admin + ".crt", "LABFED_KEY=" + admin + ".key"}
 	}
 	for i, site := range demoSites(n) {
@@ -220,6 +264,7 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 			caCert, _, caCRL := caFiles(caDir)
 			cfgText += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
 		}
+		cfgText += fmt.Sprintf("oidc:\n  issuers:\n    - {url: %q, client_ids: [%s], ca_file: %q}\n", f.issuer.URL(), demoClientID, filepath.Join(dir, "oidc-ca.pem"))
 		if i == 0 {
 			// The bootstrap registers the federation's first coordinator,
 			// whom the administrator certificate above names.
@@ -277,6 +322,24 @@ func (f *federation) close() {
 			n.Close()
 		}
 	}
+	if f.issuer != nil {
+		f.issuer.Close()
+	}
+}
+
+// registerDemoIdentities gives the sample people in the directory their
+// identity at the demo's issuer, so they can labfed login.
+func (f *federation) registerDemoIdentities(ctx context.Context, d pb.DirectoryServiceClient) error {
+	for _, n := range demoPeople {
+		_, err := d.UpdateUser(ctx, &pb.UpdateUserRequest{Name: n, AddIdentities: []*pb.Identity{{Issuer: f.issuer.URL(), Subject: demoSubject(n)}}})
+		if status.Code(err) == codes.NotFound {
+			continue // not in this directory (mallory never is)
+		}
+		if err != nil && status.Code(err) != codes.AlreadyExists {
+			return fmt.Errorf("register %s's demo identity: %w", n, err)
+		}
+	}
+	return nil
 }
 
 func demoCommand() *cli.Command {
@@ -338,10 +401,16 @@ func demoCommand() *cli.Command {
 			if err := sd.apply(rctx, cl.Directory); err != nil {
 				return fmt.Errorf("load %s: %w", c.String("seed"), err)
 			}
+			if err := f.registerDemoIdentities(rctx, cl.Directory); err != nil {
+				return err
+			}
 			env := fmt.Sprintf("# labfed demo federation: source this file to talk to site %s as the federation's coordinator.\nexport LABFED_ADDR=%s\n", f.cfgs[0].Site, f.nodes[0].Addr())
 			for _, e := range f.env {
 				env += "export " + e + "\n"
 			}
+			env += "# labfed login keeps its session here; while it is valid it is used instead of the certificate (labfed logout).\n"
+			env += "export LABFED_SESSION=" + filepath.Join(dir, "session.json") + "\n"
+			env += "export LABFED_OIDC_CA=" + filepath.Join(dir, "oidc-ca.pem") + "\n"
 			for i, n := range f.nodes {
 				env += fmt.Sprintf("# %s: export LABFED_ADDR=%s\n", f.cfgs[i].Site, n.Addr())
 			}
@@ -351,6 +420,7 @@ func demoCommand() *cli.Command {
 			if c.Bool("scenario") {
 				return runScenario(ctx, c.App.Writer, f)
 			}
+			fmt.Fprintf(c.App.Writer, "OIDC issuer %s: labfed login as alice, bob, carol (researchers) or rhea (site-admin:%s), password %s\n", f.issuer.URL(), f.cfgs[0].Site, demoPassword)
 			fmt.Fprintln(c.App.Writer, "ready")
 			<-ctx.Done()
 			return nil
@@ -382,6 +452,7 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 	}
 	last := clients[len(clients)-1]
 	var stopped string // id of the node stopped by the failover step
+	var alice *client.Credential
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	steps := []struct {
@@ -437,6 +508,68 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 				return "", fmt.Errorf("got %v, want AlreadyExists", err)
 			}
 			return status.Convert(err).Message(), nil
+		}},
+		{"alice logs in through the site's OIDC issuer (authorization code with PKCE)", func() (string, error) {
+			cred, err := f.demoLogin(ctx, f.nodes[0].Addr(), "alice", false)
+			if err != nil {
+				return "", err
+			}
+			alice = cred
+			w, err := f.as(alice, f.nodes[0].Addr(), func(cl *client.Client) (any, error) { return cl.Login.WhoAmI(ctx, &pb.WhoAmIRequest{}) })
+			if err != nil {
+				return "", err
+			}
+			who := w.(*pb.WhoAmIResponse)
+			return fmt.Sprintf("session %s for %s (%s) until %s", who.GetSession(), who.GetUser(), strings.Join(who.GetRoles(), ","), who.GetExpires().AsTime().Format(time.RFC3339)), nil
+		}},
+		{"alice sees her own grants but, as a researcher, may not add a site", func() (string, error) {
+			g, err := f.as(alice, f.nodes[1].Addr(), func(cl *client.Client) (any, error) { return cl.Directory.ListGrants(ctx, &pb.ListGrantsRequest{}) })
+			if err != nil {
+				return "", err
+			}
+			_, err = f.as(alice, f.nodes[1].Addr(), func(cl *client.Client) (any, error) {
+				r := &pb.IDRange{Lo: 900000, Hi: 900999}
+				return cl.Directory.AddSite(ctx, &pb.AddSiteRequest{Name: "rogue", UidRange: r, GidRange: r})
+			})
+			if status.Code(err) != codes.PermissionDenied {
+				return "", fmt.Errorf("AddSite as alice: got %v, want PermissionDenied", err)
+			}
+			return fmt.Sprintf("%d grant(s) visible; %s", len(g.(*pb.ListGrantsResponse).GetGrants()), status.Convert(err).Message()), nil
+		}},
+		{"bob logs in from a headless host with the device flow", func() (string, error) {
+			cred, err := f.demoLogin(ctx, f.nodes[len(f.nodes)-1].Addr(), "bob", true)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("session %s for %s", cred.Session, cred.User), nil
+		}},
+		{"an identity the federation does not know is refused", func() (string, error) {
+			_, err := f.demoLogin(ctx, f.nodes[0].Addr(), "mallory", false)
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "not registered in the federation; ask your site administrator") {
+				return "", fmt.Errorf("got %v, want PermissionDenied: not registered in the federation", err)
+			}
+			return status.Convert(err).Message(), nil
+		}},
+		{"alice logs out; her session stops working on every node", func() (string, error) {
+			if _, err := f.as(alice, f.nodes[0].Addr(), func(cl *client.Client) (any, error) { return cl.Login.Logout(ctx, &pb.LogoutRequest{}) }); err != nil {
+				return "", err
+			}
+			// Followers learn of the logout when they apply it: within
+			// one replication round trip.
+			start := time.Now()
+			for _, n := range f.nodes {
+				for {
+					_, err := f.as(alice, n.Addr(), func(cl *client.Client) (any, error) { return cl.Login.WhoAmI(ctx, &pb.WhoAmIRequest{}) })
+					if status.Code(err) == codes.Unauthenticated {
+						break
+					}
+					if time.Since(start) > 2*time.Second {
+						return "", fmt.Errorf("WhoAmI at %s 2s after logout: got %v, want Unauthenticated", n.Addr(), err)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			return fmt.Sprintf("refused on all %d nodes within %s", len(f.nodes), time.Since(start).Round(time.Millisecond)), nil
 		}},
 		{"every replica holds the same directory", func() (string, error) {
 			return sameHash(ctx, clients)
@@ -513,6 +646,54 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 	}
 	fmt.Fprintln(w, "scenario passed")
 	return nil
+}
+
+// demoLogin logs a sample person in through the broker at addr, acting as
+// their browser (or, with device, as the other device they approve on).
+func (f *federation) demoLogin(ctx context.Context, addr, who string, device bool) (*client.Credential, error) {
+	cl, err := client.Dial(addr, f.anon)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	hc := f.issuer.Client()
+	cred, err := runLogin(ctx, cl, loginParams{
+		device: device, wait: 30 * time.Second, timeout: 10 * time.Second, http: hc,
+		open: func(url string) error {
+			go func() {
+				if err := oidcissuer.Browse(hc, url, who, demoPassword); err != nil {
+					cancel(fmt.Errorf("browser: %w", err))
+				}
+			}()
+			return nil
+		},
+		prompt: func(_, code, _ string) {
+			go func() {
+				if err := f.issuer.ApproveDevice(code, who, demoPassword); err != nil {
+					cancel(fmt.Errorf("approve the device: %w", err))
+				}
+			}()
+		},
+	})
+	if cause := context.Cause(ctx); err != nil && cause != nil && cause != context.Canceled {
+		return nil, cause
+	}
+	return cred, err
+}
+
+// as runs fn with a client of the broker at addr that presents cred, as
+// the CLI does after labfed login.
+func (f *federation) as(cred *client.Credential, addr string, fn func(*client.Client) (any, error)) (any, error) {
+	o := f.anon
+	o.Session = cred.Token
+	cl, err := client.Dial(addr, o)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	return fn(cl)
 }
 
 // sameHash waits until every node reports the same state hash.

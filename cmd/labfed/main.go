@@ -77,6 +77,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "ca", Usage: "the federation CA certificate `FILE`", EnvVars: []string{"LABFED_CA"}},
 			&cli.StringFlag{Name: "cert", Usage: "your federation certificate `FILE` (labfed ca issue)", EnvVars: []string{"LABFED_CERT"}},
 			&cli.StringFlag{Name: "key", Usage: "the private key `FILE` of --cert", EnvVars: []string{"LABFED_KEY"}},
+			&cli.StringFlag{Name: "session", Usage: "the session credential `FILE` labfed login writes and later commands send", EnvVars: []string{"LABFED_SESSION"}, Value: client.DefaultCredentialPath(), DefaultText: "$XDG_CONFIG_HOME/labfed/session.json"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up on a request after this long", Value: 15 * time.Second, EnvVars: []string{"LABFED_TIMEOUT"}},
 		},
 		Commands: []*cli.Command{
@@ -91,6 +92,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			grantCommand(),
 			accountCommand(),
 			raftCommand(),
+			loginCommand(),
+			logoutCommand(),
+			whoamiCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors
 		Action:         unknownCommand,
@@ -139,8 +143,27 @@ func dial(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, 
 	return cl, ctx, func() { cancel(); cl.Close() }, nil
 }
 
-// clientOptions turns the global flags into transport options.
+// clientOptions turns the global flags into transport options and, when
+// labfed login left an unexpired session credential, sends it: a login
+// takes precedence over the certificate until labfed logout.
 func clientOptions(c *cli.Context) (client.Options, error) {
+	o, err := transportOptions(c)
+	if err != nil {
+		return o, err
+	}
+	cred, err := client.LoadCredential(c.String("session"))
+	switch {
+	case errors.Is(err, client.ErrNoCredential):
+	case err != nil:
+		return o, err
+	case time.Now().Before(cred.Expires):
+		o.Session = cred.Token
+	}
+	return o, nil
+}
+
+// transportOptions turns the global flags into transport options.
+func transportOptions(c *cli.Context) (client.Options, error) {
 	if c.Bool("dev-insecure") {
 		return client.Options{DevInsecure: true}, nil
 	}
