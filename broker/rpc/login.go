@@ -104,6 +104,9 @@ func (s *Server) Login(ctx context.Context, r *pb.LoginRequest) (*pb.LoginRespon
 		LoginID: hex.EncodeToString(loginID[:]), LoginExpires: tok.Expiry,
 	}}
 	v, err := s.cfg.Replica.Apply(ctx, cmd)
+	if broker.KindOf(err) == broker.ErrExists {
+		return nil, status.Error(codes.Unauthenticated, "ID token refused: it was already used to log in; run labfed login again")
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ import (
 // demo env.sh) out of the CLI under test.
 func isolateEnv(t testing.TB) {
 	t.Helper()
-	for _, v := range []string{"LABFED_ADDR", "LABFED_DEV_INSECURE", "LABFED_TIMEOUT", "LABFED_CA", "LABFED_CERT", "LABFED_KEY"} {
+	for _, v := range []string{"LABFED_ADDR", "LABFED_DEV_INSECURE", "LABFED_TIMEOUT", "LABFED_CA", "LABFED_CERT", "LABFED_KEY", "LABFED_OIDC_CA"} {
 		t.Setenv(v, "")
 		os.Unsetenv(v)
 	}
