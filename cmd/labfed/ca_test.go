@@ -273,6 +273,30 @@ func TestInitWithCA(t *testing.T) {
 		t.Errorf("Close() = %v", err)
 	}
 
+	t.Run("the bootstrap makes the administrator the first coordinator", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "rutgers")
+		api := freeLoopback(t)
+		mustRun(t, "init", "--site", "rutgers", "--dir", dir, "--ca-dir", caDir, "--api", api, "--raft", freeLoopback(t),
+			"--admin", "rhea", "--admin-email", "rhea@rutgers.edu")
+		cfg, err := node.LoadConfig(filepath.Join(dir, "rutgers-1.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := node.Start(context.Background(), node.Options{Config: cfg, Bootstrap: true})
+		if err != nil {
+			t.Fatalf("node.Start(--bootstrap) = %v", err)
+		}
+		defer n.Close()
+		checkMode(t, filepath.Join(cfg.DataDir, "bootstrap-credential.json"), 0o600)
+		admin := []string{"--addr", api, "--ca", cfg.TLS.CA, "--cert", filepath.Join(dir, "tls", "admin.crt"), "--key", filepath.Join(dir, "tls", "admin.key")}
+		out := mustRun(t, append(admin, "whoami", "--json")...)
+		if !strings.Contains(out, `"user": "rhea"`) || !strings.Contains(out, `"coordinator"`) {
+			t.Errorf("whoami with the admin certificate = %s, want rhea, coordinator", out)
+		}
+		boot := []string{"--addr", api, "--ca", cfg.TLS.CA, "--session", filepath.Join(cfg.DataDir, "bootstrap-credential.json")}
+		mustRun(t, append(boot, "site", "add", "psc", "--uid-range", "300000-309999", "--gid-range", "300000-309999")...)
+	})
+
 	t.Run("again refuses to overwrite", func(t *testing.T) {
 		before := snapshot(t, dir)
 		_, _, err := runCLI("init", "--site", "psc", "--dir", dir, "--ca-dir", caDir, "--api", api, "--raft", raftAddr)

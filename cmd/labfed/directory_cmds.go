@@ -271,6 +271,7 @@ func userCommand() *cli.Command {
 		Usage: "manage the federation's users",
 		Subcommands: []*cli.Command{
 			userImportCommand(),
+			userSessionsCommand(),
 			{
 				Name:      "add",
 				Usage:     "register a user with their email, home site and federated identities",

@@ -258,3 +258,41 @@ func whoamiCommand() *cli.Command {
 }
 
 func isUnauthenticated(err error) bool { return status.Code(err) == codes.Unauthenticated }
+
+type sessionJSON struct {
+	Session string `json:"session"`
+	User    string `json:"user"`
+	Site    string `json:"site"`
+	Via     string `json:"via"`
+	Created string `json:"created"`
+	Expires string `json:"expires"`
+}
+
+func userSessionsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "sessions",
+		Usage:     "list the login sessions of a user (yours without NAME; everyone's for a coordinator)",
+		ArgsUsage: "[NAME]",
+		Flags:     []cli.Flag{jsonFlag()},
+		Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+			if c.Args().Len() > 1 {
+				return fmt.Errorf("give at most one user NAME; see labfed user sessions --help")
+			}
+			resp, err := cl.Login.ListSessions(ctx, &pb.ListSessionsRequest{User: c.Args().First()})
+			if err != nil {
+				return err
+			}
+			out := []sessionJSON{}
+			var rows [][]string
+			for _, s := range resp.GetSessions() {
+				j := sessionJSON{Session: s.GetSession(), User: s.GetUser(), Site: s.GetSite(), Via: s.GetVia(), Created: tstr(s.GetCreated()), Expires: tstr(s.GetExpires())}
+				out = append(out, j)
+				rows = append(rows, []string{j.Session, j.User, j.Site, j.Via, j.Expires})
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, out)
+			}
+			return table(c.App.Writer, []string{"SESSION", "USER", "SITE", "VIA", "EXPIRES"}, rows)
+		}),
+	}
+}

@@ -110,6 +110,17 @@ func TestLoginCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("sessions are listed", func(t *testing.T) {
+		out, err := cli("user", "sessions", "--json")
+		var ss []sessionJSON
+		if err != nil || json.Unmarshal([]byte(out), &ss) != nil || len(ss) != 1 || ss[0].User != "bob" || !strings.Contains(ss[0].Via, "urn:labfed-demo:user:bob") {
+			t.Errorf("user sessions --json as bob = %q, %v; want bob's one session", out, err)
+		}
+		if _, err := cli("user", "sessions", "alice"); !strings.Contains(errorLine(err), "may not act on the sessions of alice") {
+			t.Errorf("user sessions alice as bob = %v, want refused", err)
+		}
+	})
+
 	t.Run("a coordinator ends all of a user's sessions", func(t *testing.T) {
 		out, err := cli("--session", filepath.Join(t.TempDir(), "none.json"), "--cert", admin+".crt", "--key", admin+".key", "logout", "--user", "bob")
 		if err != nil || out != "ended 1 session(s) of bob\n" {

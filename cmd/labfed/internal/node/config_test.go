@@ -185,6 +185,15 @@ func TestLoadConfigErrors(t *testing.T) {
 		{name: "uid_range of system ids", yaml: good + "uid_range: 1-999\ngid_range: 200000-209999\n", want: []string{"uid_range:", "outside 1000-"}},
 		{name: "uid_range without gid_range", yaml: good + "uid_range: 200000-209999\n", want: []string{"gid_range:", `gid range "" is not LO-HI`}},
 		{name: "gid_range without uid_range", yaml: good + "gid_range: 200000-209999\n", want: []string{"uid_range:", `uid range "" is not LO-HI`}},
+		{name: "oidc issuer over http", yaml: good + "oidc:\n  issuers:\n    - {url: http://cilogon.org, client_ids: [x]}\n", want: []string{`oidc.issuers[0].url "http://cilogon.org" must be an https URL`}},
+		{name: "oidc issuer without client ids", yaml: good + "oidc:\n  issuers:\n    - {url: https://cilogon.org}\n", want: []string{"oidc.issuers[0] (https://cilogon.org) needs client_ids"}},
+		{name: "oidc unknown field", yaml: good + "oidc:\n  issuers:\n    - {url: https://cilogon.org, client_id: x}\n", want: []string{"field client_id not found"}, line: 8},
+		{name: "session_ttl too long", yaml: good + "oidc:\n  session_ttl: 72h\n", want: []string{"oidc.session_ttl 72h0m0s is out of range"}},
+		{name: "session_ttl not a duration", yaml: good + "oidc:\n  session_ttl: forever\n", want: []string{"cannot unmarshal", "forever"}, line: 7},
+		{name: "bootstrap coordinator without email", yaml: good + "bootstrap:\n  coordinator: {name: rhea}\n", want: []string{"bootstrap.coordinator.email"}},
+		{name: "bootstrap coordinator bad name", yaml: good + "bootstrap:\n  coordinator: {name: Rhea!, email: rhea@rutgers.edu}\n", want: []string{"bootstrap.coordinator.name"}},
+		{name: "bootstrap coordinator bad identity", yaml: good + "bootstrap:\n  coordinator: {name: rhea, email: rhea@rutgers.edu, identities: [nonsense]}\n", want: []string{"bootstrap.coordinator.identities"}},
+		{name: "bootstrap credential_ttl too short", yaml: good + "bootstrap:\n  credential_ttl: 1s\n", want: []string{"bootstrap.credential_ttl 1s is out of range"}},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
