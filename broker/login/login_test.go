@@ -249,7 +249,13 @@ func TestVerifyIssuerProblems(t *testing.T) {
 		{"jwks unavailable", discovery(nil, func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "maintenance", http.StatusServiceUnavailable)
 		}), broker.ErrUnavailable, "cannot fetch the signing keys"},
-		{"no key verifies", discovery(nil, emptyJWKS), broker.ErrInvalid, "signature does not verify"},
+		{"jwks not JSON", discovery(nil, func(w http.ResponseWriter, _ *http.Request) {
+			w.Write([]byte("<html>\n<body>keys</body>\n</html>"))
+		}), broker.ErrUnavailable, "not a JSON Web Key Set"},
+		{"jwks too large", discovery(nil, func(w http.ResponseWriter, _ *http.Request) {
+			w.Write([]byte(`{"keys":[],"x":"` + strings.Repeat("x", 2<<20) + `"}`))
+		}), broker.ErrUnavailable, "larger than"},
+		{"key not published", discovery(nil, emptyJWKS), broker.ErrInvalid, `signed by a key issuer https://127.0.0.1:`},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
@@ -299,7 +305,7 @@ func TestVerifyHTTPClientOption(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = v.Verify(t.Context(), tok)
-	checkRefused(t, "Verify with WithHTTPClient", err, broker.ErrInvalid, "signature does not verify")
+	checkRefused(t, "Verify with WithHTTPClient", err, broker.ErrInvalid, `does not publish (kid "k")`)
 }
 
 func TestClientConfigRefused(t *testing.T) {

@@ -77,45 +77,6 @@ func decodeSegment(seg string, v any) error {
 	return nil
 }
 
-// keySet is the issuer's go-oidc RemoteKeySet, watched: go-oidc reports "the
-// keys could not be fetched" (the issuer is down; retry) and "no key
-// verifies" (a forged or foreign token) as one opaque error, and a person
-// needs to know which. The outcome travels in the context because one key
-// set serves concurrent calls.
-type keySet struct {
-	remote *oidc.RemoteKeySet
-}
-
-type keyOutcomeKey struct{}
-
-type keyOutcome struct {
-	fetchErr  error
-	sigFailed bool
-}
-
-func withKeyOutcome(ctx context.Context) (context.Context, *keyOutcome) {
-	o := &keyOutcome{}
-	return context.WithValue(ctx, keyOutcomeKey{}, o), o
-}
-
-// VerifySignature implements oidc.KeySet.
-func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	payload, err := k.remote.VerifySignature(ctx, jwt)
-	if o, ok := ctx.Value(keyOutcomeKey{}).(*keyOutcome); ok && err != nil {
-		// RemoteKeySet wraps the error of a failed fetch and returns a
-		// bare error when it has keys but none verifies; the unavailable
-		// issuer test holds that line on upgrades.
-		if errors.Unwrap(err) != nil {
-			o.fetchErr = err
-		} else {
-			o.sigFailed = true
-		}
-	}
-	return payload, err
-}
-
-var _ oidc.KeySet = (*keySet)(nil)
-
 // discover fetches an issuer's discovery document. Every failure is
 // ErrUnavailable: the token may be fine, and the issuer or this side's
 // configuration has to change before it can be checked.

@@ -28,9 +28,9 @@ const (
 	// maxClockSkew is how far in the future an iat may lie, matching
 	// go-oidc's leeway for nbf.
 	maxClockSkew = 5 * time.Minute
-	// httpTimeout bounds every request to an issuer. go-oidc fetches keys
-	// in the background with no deadline of its own, so without it a hung
-	// issuer would hold a goroutine forever.
+	// httpTimeout bounds every request to an issuer. Keys are fetched in
+	// the background, so without it a hung issuer would hold a goroutine
+	// forever.
 	httpTimeout = 15 * time.Second
 )
 
@@ -69,13 +69,26 @@ type Verifier struct {
 type Option func(*verifierOptions)
 
 type verifierOptions struct {
-	now    func() time.Time
-	client *http.Client
+	now        func() time.Time
+	client     *http.Client
+	keyRefresh time.Duration
 }
 
-// WithNow sets the clock tokens are checked against; default time.Now.
+// WithNow sets the clock tokens are checked against and fetches of issuers'
+// keys are paced by; default time.Now.
 func WithNow(now func() time.Time) Option {
 	return func(o *verifierOptions) { o.now = now }
+}
+
+// WithKeyRefreshInterval sets the least time between two fetches of an
+// issuer's keys (JWKS), which must be positive; default 30s. A token signed
+// with a key the Verifier has not fetched makes it fetch the issuer's keys
+// again at most this often: until then such a token is refused without
+// contacting the issuer, so a flood of forged tokens costs the issuer one
+// request per interval, and a key the issuer has rotated to is accepted at
+// most this long after the Verifier last fetched its keys.
+func WithKeyRefreshInterval(d time.Duration) Option {
+	return func(o *verifierOptions) { o.keyRefresh = d }
 }
 
 // WithHTTPClient sets the HTTP client used for every issuer, in place of the
@@ -87,9 +100,12 @@ func WithHTTPClient(c *http.Client) Option {
 // NewVerifier checks the issuer configuration and returns a Verifier for it.
 // It does not contact the issuers.
 func NewVerifier(issuers []Issuer, opts ...Option) (*Verifier, error) {
-	o := verifierOptions{now: time.Now}
+	o := verifierOptions{now: time.Now, keyRefresh: defaultKeyRefreshInterval}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.keyRefresh <= 0 {
+		return nil, broker.Errorf(broker.ErrInvalid, "the key refresh interval is %s; it must be positive", o.keyRefresh)
 	}
 	v := &Verifier{issuers: make(map[string]*issuerState), now: o.now}
 	for _, is := range issuers {
@@ -106,7 +122,7 @@ func NewVerifier(issuers []Issuer, opts ...Option) (*Verifier, error) {
 				return nil, err
 			}
 		}
-		v.issuers[is.URL] = newIssuerState(is, client, o.now)
+		v.issuers[is.URL] = newIssuerState(is, client, o)
 	}
 	return v, nil
 }
@@ -183,9 +199,10 @@ func (v *Verifier) issuerList() string {
 // issuerState is one configured issuer and, once discovery has succeeded,
 // its verifier.
 type issuerState struct {
-	cfg    Issuer
-	client *http.Client
-	now    func() time.Time
+	cfg        Issuer
+	client     *http.Client
+	now        func() time.Time
+	keyRefresh time.Duration
 	// discovering is a one-slot semaphore held while discovery runs, a
 	// channel rather than a mutex so a waiting caller can give up when its
 	// context ends.
@@ -193,8 +210,8 @@ type issuerState struct {
 	ready       atomic.Pointer[oidc.IDTokenVerifier]
 }
 
-func newIssuerState(cfg Issuer, client *http.Client, now func() time.Time) *issuerState {
-	return &issuerState{cfg: cfg, client: client, now: now, discovering: make(chan struct{}, 1)}
+func newIssuerState(cfg Issuer, client *http.Client, o verifierOptions) *issuerState {
+	return &issuerState{cfg: cfg, client: client, now: o.now, keyRefresh: o.keyRefresh, discovering: make(chan struct{}, 1)}
 }
 
 // verifier returns the issuer's verifier, running discovery if no earlier
@@ -220,9 +237,7 @@ func (is *issuerState) verifier(ctx context.Context) (*oidc.IDTokenVerifier, err
 	if err != nil {
 		return nil, err
 	}
-	// The key set outlives this call, so it gets a context that carries
-	// only the HTTP client.
-	keys := &keySet{remote: oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), is.client), jwksURL)}
+	keys := &remoteKeys{issuer: is.cfg.URL, url: jwksURL, client: is.client, interval: is.keyRefresh, now: is.now}
 	idv := oidc.NewVerifier(is.cfg.URL, keys, &oidc.Config{
 		SkipClientIDCheck:    true, // checked against the whole list in checkAudience
 		SupportedSigningAlgs: supportedAlgs,
@@ -238,10 +253,8 @@ func (is *issuerState) explain(err error, outcome *keyOutcome) error {
 	switch {
 	case errors.As(err, &expired):
 		return broker.Errorf(broker.ErrInvalid, "the ID token expired at %s; run labfed login again", expired.Expiry.UTC().Format(time.RFC3339))
-	case outcome.fetchErr != nil:
-		return broker.Errorf(broker.ErrUnavailable, "cannot fetch the signing keys of oidc issuer %s: %s; try again later", is.cfg.URL, oneLine(outcome.fetchErr))
-	case outcome.sigFailed:
-		return broker.Errorf(broker.ErrInvalid, "the ID token's signature does not verify with any key oidc issuer %s publishes; the token was altered or not issued by it", is.cfg.URL)
+	case outcome.err != nil:
+		return outcome.err // the key set's refusal, already explained
 	}
 	return broker.Errorf(broker.ErrInvalid, "the ID token from %s is not valid: %s", is.cfg.URL, oneLine(err))
 }

@@ -1,6 +1,7 @@
 package oidcissuer_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -242,4 +244,66 @@ func strs(v any) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// issuerTap is a broker's HTTP transport to a real issuer: it counts the
+// requests for each path, and can add keys to the JWKS the issuer answers
+// with, as the issuer would when it rotates its keys. It taps the client
+// side because a reverse proxy would have another URL than the issuer's,
+// and the issuer's URL is its identity (its discovery document's issuer and
+// its tokens' iss).
+type issuerTap struct {
+	base http.RoundTripper
+
+	mu     sync.Mutex
+	counts map[string]int
+	extra  []jose.JSONWebKey
+}
+
+func newIssuerTap(is *oidcissuer.Issuer) *issuerTap {
+	return &issuerTap{base: is.Client().Transport, counts: make(map[string]int)}
+}
+
+// client is an HTTP client for login.WithHTTPClient.
+func (tap *issuerTap) client() *http.Client {
+	return &http.Client{Transport: tap, Timeout: 10 * time.Second}
+}
+
+// count is how many requests for path went to the issuer.
+func (tap *issuerTap) count(path string) int {
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	return tap.counts[path]
+}
+
+// publish adds keys to those the issuer publishes.
+func (tap *issuerTap) publish(keys ...jose.JSONWebKey) {
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	tap.extra = append(tap.extra, keys...)
+}
+
+func (tap *issuerTap) RoundTrip(r *http.Request) (*http.Response, error) {
+	tap.mu.Lock()
+	tap.counts[r.URL.Path]++
+	extra := tap.extra
+	tap.mu.Unlock()
+	resp, err := tap.base.RoundTrip(r)
+	if err != nil || r.URL.Path != "/jwks" || len(extra) == 0 || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	defer resp.Body.Close()
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		return nil, fmt.Errorf("issuerTap: decode the issuer's JWKS: %w", err)
+	}
+	set.Keys = append(set.Keys, extra...)
+	body, err := json.Marshal(set)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	return resp, nil
 }

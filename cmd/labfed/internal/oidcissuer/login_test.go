@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -286,6 +287,8 @@ func TestVerifierRefuses(t *testing.T) {
 	v := newVerifier(t, is)
 	good := is.SignIDToken(claims(is, nil))
 	kid := headerOf(t, good)["kid"].(string)
+	foreign := other.SignIDToken(claims(is, nil))
+	otherKid := headerOf(t, foreign)["kid"].(string)
 
 	tests := []struct {
 		name  string
@@ -304,7 +307,7 @@ func TestVerifierRefuses(t *testing.T) {
 		{"no subject", is.SignIDToken(claims(is, func(c map[string]any) { delete(c, "sub") })), "no subject"},
 		{"unsigned", unsigned(claims(is, nil)), "unsigned"},
 		{"HMAC signed", sign(t, jose.HS256, []byte("0123456789abcdef0123456789abcdef"), kid, claims(is, nil)), `signed with "HS256"`},
-		{"another issuer's key", other.SignIDToken(claims(is, nil)), "signature does not verify"},
+		{"another issuer's key", foreign, "signed by a key issuer " + is.URL() + ` does not publish (kid "` + otherKid + `")`},
 		{"fresh key with the issuer's kid", sign(t, jose.RS256, newRSAKey(t), kid, claims(is, nil)), "signature does not verify"},
 		{"tampered payload", tamper(t, good, func(c map[string]any) { c["sub"] = "root" }), "signature does not verify"},
 		{"malformed", "not-a-token", "malformed"},
@@ -340,21 +343,152 @@ func TestVerifierClock(t *testing.T) {
 	checkRefused(t, "Verify after the clock passed exp", err, broker.ErrInvalid, "expired")
 }
 
+// newTappedVerifier returns a broker's verifier that reaches is through a
+// new issuerTap, on clock clk.
+func newTappedVerifier(t *testing.T, is *oidcissuer.Issuer, clk *clock, opts ...login.Option) (*login.Verifier, *issuerTap) {
+	t.Helper()
+	tap := newIssuerTap(is)
+	opts = append([]login.Option{login.WithHTTPClient(tap.client()), login.WithNow(clk.Now)}, opts...)
+	return newVerifier(t, is, opts...), tap
+}
+
+// forged are n tokens with the claims of a valid token from is, signed by
+// another key under random kids.
+func forged(t *testing.T, is *oidcissuer.Issuer, n int) (tokens, kids []string) {
+	t.Helper()
+	key := newRSAKey(t)
+	for range n {
+		kid := rand.Text()
+		tokens, kids = append(tokens, sign(t, jose.RS256, key, kid, claims(is, nil))), append(kids, kid)
+	}
+	return tokens, kids
+}
+
+// verifyAll verifies tokens, all at once when concurrent, and returns the
+// errors.
+func verifyAll(t *testing.T, v *login.Verifier, tokens []string, concurrent bool) []error {
+	t.Helper()
+	errs := make([]error, len(tokens))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, tok := range tokens {
+		if !concurrent {
+			_, errs[i] = v.Verify(t.Context(), tok)
+			continue
+		}
+		wg.Go(func() {
+			<-start
+			_, errs[i] = v.Verify(t.Context(), tok)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+func checkUnpublished(t *testing.T, is *oidcissuer.Issuer, errs []error, kids []string) {
+	t.Helper()
+	for i, err := range errs {
+		checkRefused(t, "Verify(token with a random kid)", err, broker.ErrInvalid, "signed by a key issuer "+is.URL()+` does not publish (kid "`+kids[i]+`")`)
+	}
+}
+
+func checkJWKSFetches(t *testing.T, tap *issuerTap, when string, want int) {
+	t.Helper()
+	if n := tap.count("/jwks"); n != want {
+		t.Fatalf("%s: the verifier fetched the issuer's JWKS %d times, want %d", when, n, want)
+	}
+}
+
 func TestVerifierConcurrentFirstUse(t *testing.T) {
 	is := startIssuer(t, nil)
-	v := newVerifier(t, is)
-	errs := make(chan error, 8)
-	for range cap(errs) {
-		go func() {
-			_, err := v.Verify(t.Context(), is.SignIDToken(claims(is, nil)))
-			errs <- err
-		}()
+	v, tap := newTappedVerifier(t, is, newClock())
+	bad, kids := forged(t, is, 16)
+	var tokens []string
+	for _, b := range bad {
+		tokens = append(tokens, is.SignIDToken(claims(is, nil)), b)
 	}
-	for range cap(errs) {
-		if err := <-errs; err != nil {
-			t.Errorf("concurrent Verify: %v", err)
+	errs := verifyAll(t, v, tokens, true)
+	for i := 0; i < len(errs); i += 2 {
+		if errs[i] != nil {
+			t.Errorf("concurrent Verify(good token): %v", errs[i])
+		}
+		checkUnpublished(t, is, errs[i+1:i+2], kids[i/2:i/2+1])
+	}
+	if n := tap.count("/.well-known/openid-configuration"); n != 1 {
+		t.Errorf("the verifier fetched the issuer's discovery document %d times, want 1", n)
+	}
+	checkJWKSFetches(t, tap, "after concurrent first use", 1)
+}
+
+func TestVerifierBoundsKeyRefetches(t *testing.T) {
+	is := startIssuer(t, nil)
+	clk := newClock()
+	v, tap := newTappedVerifier(t, is, clk)
+	good := is.SignIDToken(claims(is, nil))
+	if _, err := v.Verify(t.Context(), good); err != nil {
+		t.Fatalf("Verify(good token): %v", err)
+	}
+	checkJWKSFetches(t, tap, "after the first token", 1)
+
+	// A flood of tokens naming keys the issuer never had: within the
+	// interval after a fetch, not one more request reaches the issuer.
+	tokens, kids := forged(t, is, 100)
+	checkUnpublished(t, is, verifyAll(t, v, tokens, false), kids)
+	checkJWKSFetches(t, tap, "after 100 random kids right after a fetch", 1)
+
+	// Past the interval, 100 at once share a single refetch.
+	clk.Advance(31 * time.Second)
+	tokens, kids = forged(t, is, 100)
+	checkUnpublished(t, is, verifyAll(t, v, tokens, true), kids)
+	checkJWKSFetches(t, tap, "after 100 concurrent random kids past the interval", 2)
+
+	// A good token still verifies, from the cache, now and after the
+	// interval.
+	for range 2 {
+		if _, err := v.Verify(t.Context(), is.SignIDToken(claims(is, nil))); err != nil {
+			t.Fatalf("Verify(good token after the flood): %v", err)
+		}
+		clk.Advance(31 * time.Second)
+	}
+	checkJWKSFetches(t, tap, "after good tokens", 2)
+	if n := tap.count("/.well-known/openid-configuration"); n != 1 {
+		t.Errorf("the verifier fetched the issuer's discovery document %d times, want 1", n)
+	}
+}
+
+func TestVerifierFollowsKeyRotation(t *testing.T) {
+	is := startIssuer(t, nil)
+	clk := newClock()
+	v, tap := newTappedVerifier(t, is, clk)
+	if _, err := v.Verify(t.Context(), is.SignIDToken(claims(is, nil))); err != nil {
+		t.Fatalf("Verify(good token): %v", err)
+	}
+
+	// The issuer starts publishing a new key and signs with it. Within the
+	// interval the verifier does not look; the token is refused, and says
+	// when to try again.
+	key := newRSAKey(t)
+	const kid = "rotated-2026"
+	tap.publish(jose.JSONWebKey{Key: &key.PublicKey, KeyID: kid, Algorithm: string(jose.RS256), Use: "sig"})
+	rotated := sign(t, jose.RS256, key, kid, claims(is, nil))
+	clk.Advance(5 * time.Second)
+	_, err := v.Verify(t.Context(), rotated)
+	checkRefused(t, "Verify(token signed with the new key within the interval)", err, broker.ErrInvalid, "signed by a key issuer "+is.URL()+` does not publish (kid "`+kid+`"); it was not issued by that issuer, or the issuer has just rotated its keys: try again in 30s`)
+	checkJWKSFetches(t, tap, "within the interval", 1)
+
+	// At the next allowed fetch the new key is found; both keys then
+	// verify from the cache.
+	clk.Advance(26 * time.Second)
+	for range 3 {
+		if _, err := v.Verify(t.Context(), rotated); err != nil {
+			t.Fatalf("Verify(token signed with the new key past the interval): %v", err)
+		}
+		if _, err := v.Verify(t.Context(), is.SignIDToken(claims(is, nil))); err != nil {
+			t.Fatalf("Verify(token signed with the first key): %v", err)
 		}
 	}
+	checkJWKSFetches(t, tap, "after the rotation", 2)
 }
 
 // lateTransport lets a test give the verifier's HTTP client the issuer's
@@ -398,7 +532,8 @@ func TestVerifierLazyDiscovery(t *testing.T) {
 
 func TestVerifierKeepsDiscovery(t *testing.T) {
 	is := startIssuer(t, nil)
-	v := newVerifier(t, is)
+	clk := newClock()
+	v := newVerifier(t, is, login.WithNow(clk.Now))
 	first, second := is.SignIDToken(claims(is, nil)), is.SignIDToken(claims(is, nil))
 	rotated := sign(t, jose.RS256, newRSAKey(t), "rotated-key", claims(is, nil))
 	if _, err := v.Verify(t.Context(), first); err != nil {
@@ -412,10 +547,22 @@ func TestVerifierKeepsDiscovery(t *testing.T) {
 	if _, err := v.Verify(t.Context(), second); err != nil {
 		t.Errorf("Verify with the issuer down after discovery: %v", err)
 	}
-	// An unknown kid makes the verifier fetch the keys again, which
-	// fails: that is the issuer's outage, not the token's fault.
+	// Right after a fetch, an unknown kid is refused without a request:
+	// one would have failed.
 	_, err := v.Verify(t.Context(), rotated)
-	checkRefused(t, "Verify of an unknown kid with the issuer down", err, broker.ErrUnavailable, "cannot fetch the signing keys")
+	checkRefused(t, "Verify of an unknown kid right after a fetch", err, broker.ErrInvalid, `does not publish (kid "rotated-key")`)
+	// Past the interval, an unknown kid makes the verifier fetch the keys
+	// again, which fails: that is the issuer's outage, not the token's
+	// fault. The failure stands for the interval, and the cached key still
+	// works.
+	clk.Advance(31 * time.Second)
+	for range 2 {
+		_, err = v.Verify(t.Context(), rotated)
+		checkRefused(t, "Verify of an unknown kid with the issuer down", err, broker.ErrUnavailable, "cannot fetch the signing keys")
+	}
+	if _, err := v.Verify(t.Context(), second); err != nil {
+		t.Errorf("Verify with the issuer down after a failed refetch: %v", err)
+	}
 }
 
 func TestVerifierUntrustedCertificate(t *testing.T) {
