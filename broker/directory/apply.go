@@ -38,6 +38,9 @@ type applier struct {
 }
 
 func (a *applier) apply(c *Command) (any, error) {
+	if err := a.checkGuard(c.Guard); err != nil {
+		return nil, err
+	}
 	switch {
 	case c.AddSite != nil:
 		return a.addSite(c.AddSite)
@@ -71,6 +74,38 @@ func (a *applier) apply(c *Command) (any, error) {
 		return a.revokeSessions(c.RevokeSessions)
 	}
 	return nil, broker.Errorf(broker.ErrInvalid, "empty directory command; this is a bug in the client that sent it")
+}
+
+func (a *applier) checkGuard(g *Guard) error {
+	if g == nil {
+		return nil
+	}
+	if g.User != "" {
+		u, err := getJSON[User](a.tx, bUsers, g.User)
+		if err != nil {
+			return err
+		}
+		if u == nil || u.Status != StatusActive {
+			return broker.Errorf(broker.ErrPrecondition, "user %s is no longer active; the request was not applied", g.User)
+		}
+		for _, r := range g.Roles {
+			if !slices.Contains(u.Roles, r) {
+				return broker.Errorf(broker.ErrPrecondition, "user %s no longer holds role %s; the request was not applied", g.User, r)
+			}
+		}
+	}
+	if g.Target != "" {
+		u, err := getJSON[User](a.tx, bUsers, g.Target)
+		if err != nil {
+			return err
+		}
+		if u == nil || u.Home != g.TargetSite || slices.ContainsFunc(u.Roles, func(r string) bool {
+			return r != RoleResearcher && r != RoleSiteAdminPrefix+g.TargetSite
+		}) {
+			return broker.Errorf(broker.ErrPrecondition, "user %s changed (home or roles) and is no longer in the care of site %s's administrators; the request was not applied", g.Target, g.TargetSite)
+		}
+	}
+	return nil
 }
 
 // ---- record helpers ----
@@ -306,6 +341,11 @@ func (a *applier) updateUser(c *UpdateUser) (any, error) {
 		switch *c.Status {
 		case StatusActive, StatusSuspended:
 			u.Status = *c.Status
+			if u.Status == StatusSuspended {
+				// A suspension ends every login for good: lifting it
+				// later must not bring old sessions back.
+				a.endSessions(u.Name)
+			}
 		default:
 			return nil, broker.Errorf(broker.ErrInvalid, "status %q is not one a user can be set to; use active or suspended (labfed user remove removes)", *c.Status)
 		}
@@ -326,6 +366,7 @@ func (a *applier) removeUser(c *RemoveUser) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.endSessions(u.Name)
 	// Free the identity and email so the person can be registered again
 	// under a new name; the name, usernames and numbers stay as tombstones.
 	for _, id := range u.Identities {

@@ -15,6 +15,8 @@ import (
 type Command struct {
 	Time  time.Time `json:"time"`
 	Actor string    `json:"actor,omitempty"`
+	// Guard, when set, must still hold for the command to apply.
+	Guard *Guard `json:"guard,omitempty"`
 
 	AddSite        *AddSite        `json:"add_site,omitempty"`
 	UpdateSite     *UpdateSite     `json:"update_site,omitempty"`
@@ -140,4 +142,21 @@ func DecodeCommand(b []byte) (*Command, error) {
 type Result struct {
 	Value any
 	Err   error
+}
+
+// Guard makes a command conditional on the facts its authorization rested
+// on. The broker decides who may do what on its view of the directory; a
+// role can change between that decision and the moment the command applies,
+// so Apply checks these facts again, deterministically, against the state
+// the command meets.
+type Guard struct {
+	// User, when set, must exist, be active and still hold every role in
+	// Roles.
+	User  string   `json:"user,omitempty"`
+	Roles []string `json:"roles,omitempty"`
+	// Target, when set, is the user a site administrator of TargetSite
+	// acts on: still homed at TargetSite and holding no role beyond
+	// researcher and site-admin:TargetSite.
+	Target     string `json:"target,omitempty"`
+	TargetSite string `json:"target_site,omitempty"`
 }

@@ -61,8 +61,17 @@ func validDigest(what, s string) error {
 	return nil
 }
 
+// expiryKey orders the expiry index by whole seconds, clamped to a range
+// that formats to a fixed width, so key order is time order for any time a
+// token can claim.
 func expiryKey(t time.Time, id string) string {
-	return k2(fmt.Sprintf("%020d", t.UnixNano()), id)
+	return k2(expirySeconds(t), id)
+}
+
+func expirySeconds(t time.Time) string {
+	const maxSec = 1 << 40 // year 36812
+	sec := min(max(t.Unix(), 0), maxSec)
+	return fmt.Sprintf("%020d", sec)
 }
 
 func (a *applier) createSession(c *CreateSession) (any, error) {
@@ -126,10 +135,12 @@ func (a *applier) createSession(c *CreateSession) (any, error) {
 // command's time. The expiry index keeps this proportional to what is
 // removed, not to how many sessions exist.
 func (a *applier) pruneSessions() {
-	limit := fmt.Sprintf("%020d", a.now.UnixNano())
+	// Entries of the current second are kept until the next one: pruning
+	// a little late is harmless, early would reopen a replay window.
+	limit := expirySeconds(a.now)
 	var over []string
 	_ = a.tx.ForEach(bSessionExpiry, "", func(k string, _ []byte) error {
-		if ts, _, _ := strings.Cut(k, "\x00"); ts > limit {
+		if ts, _, _ := strings.Cut(k, "\x00"); ts >= limit {
 			return errStop
 		}
 		over = append(over, k)
@@ -156,6 +167,15 @@ func (a *applier) deleteSession(id string) {
 	_ = a.tx.Delete(bSessionExpiry, expiryKey(s.Expires, id))
 }
 
+// endSessions deletes every session of user and returns how many there were.
+func (a *applier) endSessions(user string) int {
+	ids := suffixes(a.tx, bSessionsByUser, user)
+	for _, id := range ids {
+		a.deleteSession(id)
+	}
+	return len(ids)
+}
+
 func (a *applier) revokeSessions(c *RevokeSessions) (any, error) {
 	switch {
 	case c.ID != "" && c.User != "":
@@ -170,11 +190,7 @@ func (a *applier) revokeSessions(c *RevokeSessions) (any, error) {
 		if a.tx.Get(bUsers, c.User) == nil {
 			return nil, broker.Errorf(broker.ErrNotFound, "user %q is not in the directory", c.User)
 		}
-		ids := suffixes(a.tx, bSessionsByUser, c.User)
-		for _, id := range ids {
-			a.deleteSession(id)
-		}
-		return len(ids), nil
+		return a.endSessions(c.User), nil
 	}
 	return nil, broker.Errorf(broker.ErrInvalid, "name the session or the user whose sessions to revoke")
 }

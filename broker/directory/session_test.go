@@ -124,3 +124,52 @@ func TestSessionBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestSuspendAndRemoveEndSessions(t *testing.T) {
+	d := fixture(t)
+	must(t, d, login("a1", "alice", &aliceID, t0, time.Hour, ""))
+	must(t, d, login("b1", "bob", nil, t0, time.Hour, ""))
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "alice", Status: ptr("suspended")}})
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "alice", Status: ptr("active")}})
+	if _, err := d.Session(digest("a1")); broker.KindOf(err) != broker.ErrNotFound {
+		t.Errorf("alice's session survived a suspension and its lifting: %v", err)
+	}
+	must(t, d, &directory.Command{RemoveUser: &directory.RemoveUser{Name: "bob"}})
+	if ss, _ := d.Sessions(""); len(ss) != 0 {
+		t.Errorf("sessions left after suspension and removal: %+v", ss)
+	}
+}
+
+func TestGuard(t *testing.T) {
+	d := fixture(t)
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "bob", Roles: &[]string{"site-admin:psc"}}})
+	email := "new@rutgers.edu"
+	change := func(g *directory.Guard) directory.Result {
+		return d.Apply(&directory.Command{Time: t0, Guard: g, UpdateUser: &directory.UpdateUser{Name: "alice", Email: &email}})
+	}
+	for _, tc := range []struct {
+		name  string
+		guard *directory.Guard
+		want  string
+	}{
+		{"actor lost the role", &directory.Guard{User: "bob", Roles: []string{"coordinator"}}, "no longer holds role coordinator"},
+		{"actor unknown", &directory.Guard{User: "zed"}, "no longer active"},
+		{"target not at the site", &directory.Guard{User: "bob", Roles: []string{"site-admin:psc"}, Target: "alice", TargetSite: "psc"}, "no longer in the care of site psc"},
+	} {
+		before, _ := d.Hash()
+		if res := change(tc.guard); broker.KindOf(res.Err) != broker.ErrPrecondition || !strings.Contains(res.Err.Error(), tc.want) {
+			t.Errorf("%s: %v, want precondition %q", tc.name, res.Err, tc.want)
+		}
+		if after, _ := d.Hash(); after != before {
+			t.Errorf("%s: a guarded command that failed changed the directory", tc.name)
+		}
+	}
+	// Promoting the target in between is caught as well.
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "alice", Roles: &[]string{"coordinator"}}})
+	if res := change(&directory.Guard{User: "bob", Roles: []string{"site-admin:psc"}, Target: "alice", TargetSite: "rutgers"}); broker.KindOf(res.Err) != broker.ErrPrecondition {
+		t.Errorf("guard over a promoted target: %v", res.Err)
+	}
+	if res := change(&directory.Guard{User: "bob", Roles: []string{"site-admin:psc"}}); res.Err != nil {
+		t.Errorf("guard that holds: %v", res.Err)
+	}
+}

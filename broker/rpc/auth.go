@@ -47,6 +47,10 @@ type Principal struct {
 	Cert *pki.Identity
 	// Session is the session credential used, when Method is "session".
 	Session *directory.Session
+
+	// target and targetSite name the user a site administrator was
+	// allowed to act on; the command carries them as a guard.
+	target, targetSite string
 }
 
 // Actor names the caller in the directory's records: the user for a session,
@@ -214,8 +218,11 @@ func (s *Server) peer(ctx context.Context) (pki.Identity, error) {
 func forwardedIdentity(ctx context.Context) (pki.Identity, bool, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	a := md.Get(actorHeader)
-	if len(a) != 1 || a[0] == "" {
+	if len(a) == 0 {
 		return pki.Identity{}, false, nil
+	}
+	if len(a) != 1 || a[0] == "" {
+		return pki.Identity{}, false, status.Error(codes.Unauthenticated, "a forwarded request must name exactly one caller")
 	}
 	parts := strings.Split(a[0], "/")
 	if len(parts) != 3 {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -96,12 +97,15 @@ func (s *Server) Login(ctx context.Context, r *pb.LoginRequest) (*pb.LoginRespon
 		return nil, err
 	}
 	now := s.cfg.Now().UTC()
-	loginID := sha256.Sum256([]byte(r.GetIdToken()))
+	loginID, err := loginDigest(r.GetIdToken())
+	if err != nil {
+		return nil, err
+	}
 	cmd := &directory.Command{Time: now, Actor: u.Name, CreateSession: &directory.CreateSession{
 		Session: directory.Session{
 			ID: SessionDigest(secret), User: u.Name, Site: s.cfg.Login.Site, Via: &id, Expires: now.Add(s.sessionTTL()),
 		},
-		LoginID: hex.EncodeToString(loginID[:]), LoginExpires: tok.Expiry,
+		LoginID: loginID, LoginExpires: tok.Expiry,
 	}}
 	v, err := s.cfg.Replica.Apply(ctx, cmd)
 	if broker.KindOf(err) == broker.ErrExists {
@@ -113,6 +117,24 @@ func (s *Server) Login(ctx context.Context, r *pb.LoginRequest) (*pb.LoginRespon
 	sess := v.(*directory.Session)
 	s.cfg.Logger.Info("login", "user", u.Name, "issuer", id.Issuer, "session", sess.Short())
 	return &pb.LoginResponse{Token: secret, User: u.Name, Expires: timestamppb.New(sess.Expires), Session: sess.Short()}, nil
+}
+
+// loginDigest identifies an ID token by what its issuer signed, the
+// decoded claims, not by its encoding: base64url leaves spare bits in each
+// segment's last character and ECDSA signatures have a mirror image, so one
+// token has many spellings that all verify, and a digest of the raw string
+// would let a captured token log in once per spelling.
+func loginDigest(raw string) (string, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", status.Error(codes.Unauthenticated, "ID token refused: not a compact JWS")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", status.Error(codes.Unauthenticated, "ID token refused: payload is not base64url")
+	}
+	sum := sha256.Sum256(payload)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 func (s *Server) WhoAmI(ctx context.Context, _ *pb.WhoAmIRequest) (*pb.WhoAmIResponse, error) {

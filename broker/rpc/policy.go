@@ -136,15 +136,14 @@ func checkChangeUser(s *Server, ctx context.Context, p *Principal, req any) erro
 		return nil
 	}
 	name := req.(interface{ GetName() string }).GetName()
-	var u *directory.User
-	if err := s.local(ctx, func(d *directory.Directory) (err error) { u, err = d.User(name); return err }); err != nil {
-		if p.AnyAdmin() {
-			return err
-		}
-		return denied(p, "change user "+name, "site-admin of their home site or coordinator")
+	if !p.AnyAdmin() {
+		// Refuse before looking anything up, so refusals do not tell
+		// which users exist or where they are homed.
+		return denied(p, "change users", "site-admin of their home site or coordinator")
 	}
-	if !p.AdminOf(u.Home) || !assignable(u.Home, u.Roles) {
-		return denied(p, "change user "+name, "site-admin:"+u.Home+" or coordinator")
+	u, err := s.siteAdminTarget(ctx, p, name)
+	if err != nil {
+		return err
 	}
 	if r, ok := req.(*pb.UpdateUserRequest); ok && r.GetSetRoles() && !assignable(u.Home, r.GetRoles()) {
 		return denied(p, "give roles "+strings.Join(r.GetRoles(), ", "), "the coordinator role (site administrators give researcher and site-admin:"+u.Home+")")
@@ -180,12 +179,12 @@ func checkAddGrant(_ *Server, _ context.Context, p *Principal, req any) error {
 
 func checkRevokeGrant(s *Server, ctx context.Context, p *Principal, req any) error {
 	id := req.(*pb.RevokeGrantRequest).GetId()
+	if !p.AnyAdmin() {
+		return denied(p, "revoke grants", "a site administrator or coordinator role")
+	}
 	var g *directory.Grant
 	if err := s.local(ctx, func(d *directory.Directory) (err error) { g, err = d.Grant(id); return err }); err != nil {
-		if p.AnyAdmin() {
-			return err
-		}
-		return denied(p, "revoke grants", "a site administrator or coordinator role")
+		return err
 	}
 	site, err := resourceSite(g.Resource)
 	if err != nil {
@@ -227,17 +226,29 @@ func checkSessionsOf(s *Server, ctx context.Context, p *Principal, req any) erro
 		}
 		return denied(p, "act on everyone's sessions", "the coordinator role")
 	}
+	if !p.AnyAdmin() {
+		return denied(p, "act on other users' sessions", "site-admin of their home site or coordinator")
+	}
+	_, err := s.siteAdminTarget(ctx, p, user)
+	return err
+}
+
+// siteAdminTarget checks that a site administrator (not a coordinator) may
+// act on user: the user is homed at a site p administers and holds no role
+// beyond what that site's administrators may give, so no site admin can
+// touch a coordinator or another site's administrator. The check is
+// repeated when the command applies (see directory.Guard), so a promotion
+// racing with the request cannot slip through.
+func (s *Server) siteAdminTarget(ctx context.Context, p *Principal, name string) (*directory.User, error) {
 	var u *directory.User
-	if err := s.local(ctx, func(d *directory.Directory) (err error) { u, err = d.User(user); return err }); err != nil {
-		if p.AnyAdmin() {
-			return err
-		}
-		return denied(p, "act on the sessions of "+user, "site-admin of their home site or coordinator")
+	if err := s.local(ctx, func(d *directory.Directory) (err error) { u, err = d.User(name); return err }); err != nil {
+		return nil, err
 	}
-	if !p.AdminOf(u.Home) {
-		return denied(p, "act on the sessions of "+user, "site-admin:"+u.Home+" or coordinator")
+	if !p.AdminOf(u.Home) || !assignable(u.Home, u.Roles) {
+		return nil, denied(p, "act on user "+name, "site-admin:"+u.Home+" or coordinator (site administrators act only on their site's researchers and administrators)")
 	}
-	return nil
+	p.target, p.targetSite = u.Name, u.Home
+	return u, nil
 }
 
 // ---- what each caller sees in lists ----

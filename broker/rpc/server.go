@@ -115,6 +115,7 @@ const forwardedHeader = "labfed-forwarded"
 // errors to status codes. Install it as the server's only unary
 // interceptor.
 func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx = s.markForwarded(ctx)
 	resp, ctx, err := s.intercept(ctx, req, info, handler)
 	var nl *broker.NotLeaderError
 	if errors.As(err, &nl) && nl.LeaderAPI != "" && !isForwarded(ctx) {
@@ -152,9 +153,45 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	return resp, ctx, err
 }
 
-func isForwarded(ctx context.Context) bool {
+type forwardedKey struct{}
+
+// markForwarded records whether the request was forwarded by another
+// broker of the federation. The labfed-forwarded header is believed only
+// from a broker certificate of a node registered in the directory: from
+// anyone else it would switch off forwarding and let a caller speak for
+// others.
+func (s *Server) markForwarded(ctx context.Context) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(forwardedHeader)) > 0
+	v := md.Get(forwardedHeader)
+	if len(v) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, forwardedKey{}, len(v) == 1 && v[0] == "1" && s.fromMemberBroker(ctx))
+}
+
+func isForwarded(ctx context.Context) bool {
+	v, _ := ctx.Value(forwardedKey{}).(bool)
+	return v
+}
+
+// fromMemberBroker reports whether the caller is a broker node the
+// directory knows under its certificate's site and name. In development
+// mode there are no certificates, and every caller passes.
+func (s *Server) fromMemberBroker(ctx context.Context) bool {
+	if s.cfg.Peer == nil {
+		return true
+	}
+	id, err := s.peer(ctx)
+	if err != nil || id.Kind != pki.KindBroker {
+		return false
+	}
+	var member bool
+	_ = s.local(ctx, func(d *directory.Directory) error {
+		n, err := d.Node(id.Name)
+		member = err == nil && n.Site == id.Site
+		return nil
+	})
+	return member
 }
 
 func (s *Server) forward(ctx context.Context, method string, req any, nl *broker.NotLeaderError) (any, error) {
@@ -288,6 +325,11 @@ func (s *Server) apply(ctx context.Context, cmd *directory.Command) (any, error)
 		return nil, err
 	}
 	cmd.Time, cmd.Actor = s.cfg.Now().UTC(), actor
+	if p := caller(ctx); p != nil && p.User != nil {
+		// What the access rule relied on must still hold when the
+		// command applies.
+		cmd.Guard = &directory.Guard{User: p.User.Name, Roles: p.User.Roles, Target: p.target, TargetSite: p.targetSite}
+	}
 	return s.cfg.Replica.Apply(ctx, cmd)
 }
 

@@ -116,7 +116,7 @@ func TestLoginCommands(t *testing.T) {
 		if err != nil || json.Unmarshal([]byte(out), &ss) != nil || len(ss) != 1 || ss[0].User != "bob" || !strings.Contains(ss[0].Via, "urn:labfed-demo:user:bob") {
 			t.Errorf("user sessions --json as bob = %q, %v; want bob's one session", out, err)
 		}
-		if _, err := cli("user", "sessions", "alice"); !strings.Contains(errorLine(err), "may not act on the sessions of alice") {
+		if _, err := cli("user", "sessions", "alice"); !strings.Contains(errorLine(err), "may not act on other users' sessions") {
 			t.Errorf("user sessions alice as bob = %v, want refused", err)
 		}
 	})

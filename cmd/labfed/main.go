@@ -22,6 +22,7 @@ import (
 
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
+	"github.com/labfed/labfed/cmd/labfed/internal/node"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -156,6 +157,8 @@ func clientOptions(c *cli.Context) (client.Options, error) {
 	case errors.Is(err, client.ErrNoCredential):
 	case err != nil:
 		return o, err
+	case o.DevInsecure && !node.IsLoopback(c.String("addr")):
+		// Never send a credential in the clear off this host.
 	case time.Now().Before(cred.Expires):
 		o.Session = cred.Token
 	}

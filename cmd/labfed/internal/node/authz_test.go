@@ -522,3 +522,62 @@ func TestBootstrapCredential(t *testing.T) {
 		t.Errorf("WhoAmI after logout = %v, want Unauthenticated", err)
 	}
 }
+
+// TestForwardingHeadersBelievedOnlyFromMembers checks that the headers a
+// follower sets when it forwards a request are believed only from a broker
+// the directory knows: a broker certificate that never joined cannot speak
+// for a coordinator.
+func TestForwardingHeadersBelievedOnlyFromMembers(t *testing.T) {
+	tn := authzFixture(t)
+	outsider := dir(dialTLS(t, tn.n.Addr(), clientTLS(t, tn.fed.issue(t, pki.Identity{Site: "psc", Kind: pki.KindBroker, Name: "psc-9"}))))
+	ctx := metadata.AppendToOutgoingContext(callCtx(t), "labfed-forwarded", "1", "labfed-actor", "rutgers/admin/alice")
+	_, err := outsider.UpdateUser(ctx, &pb.UpdateUserRequest{Name: "tina", SetRoles: true, Roles: []string{"coordinator"}})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "certificate psc/broker/psc-9 may not") {
+		t.Errorf("UpdateUser through a non-member broker naming the coordinator = %v, want refused as psc-9", err)
+	}
+	// The member broker (the node itself) is believed.
+	member := dir(dialTLS(t, tn.n.Addr(), clientTLS(t, tn.fed.issue(t, pki.Identity{Site: "rutgers", Kind: pki.KindBroker, Name: "rutgers-1"}))))
+	if _, err := member.UpdateUser(ctx, &pb.UpdateUserRequest{Name: "tina", SetRoles: true, Roles: []string{"researcher"}}); err != nil {
+		t.Errorf("UpdateUser forwarded by a member broker for the coordinator = %v", err)
+	}
+	// Two callers named at once is refused outright.
+	two := metadata.AppendToOutgoingContext(callCtx(t), "labfed-forwarded", "1", "labfed-actor", "rutgers/admin/alice", "labfed-actor", "rutgers/admin/rita")
+	if _, err := member.ListSites(two, &pb.ListSitesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("two labfed-actor headers = %v, want Unauthenticated", err)
+	}
+}
+
+// TestSiteAdminsCannotReachAbove checks that a site administrator cannot act
+// on a coordinator homed at their site, and that refusals to researchers do
+// not tell which users exist.
+func TestSiteAdminsCannotReachAbove(t *testing.T) {
+	tn := authzFixture(t)
+	coordTok := tn.session(t, "alice", false)
+	rhea := lgn(tn.sessionConn(t, tn.session(t, "rhea", false)))
+	if _, err := rhea.RevokeSessions(callCtx(t), &pb.RevokeSessionsRequest{User: "alice"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("site admin ends the coordinator's sessions = %v, want PermissionDenied", err)
+	}
+	if _, err := rhea.ListSessions(callCtx(t), &pb.ListSessionsRequest{User: "alice"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("site admin lists the coordinator's sessions = %v, want PermissionDenied", err)
+	}
+	if _, err := lgn(tn.sessionConn(t, coordTok)).WhoAmI(callCtx(t), &pb.WhoAmIRequest{}); err != nil {
+		t.Errorf("coordinator's session after the refused revocation = %v", err)
+	}
+	// A site admin's own researchers are in reach.
+	if _, err := rhea.RevokeSessions(callCtx(t), &pb.RevokeSessionsRequest{User: "tina"}); err != nil {
+		t.Errorf("site admin ends a researcher's sessions = %v", err)
+	}
+
+	rita := tn.sessionConn(t, tn.session(t, "rita", false))
+	email := "x@example.org"
+	var msgs []string
+	for _, name := range []string{"pete", "no-such-user"} {
+		_, err := dir(rita).UpdateUser(callCtx(t), &pb.UpdateUserRequest{Name: name, Email: &email})
+		msgs = append(msgs, status.Convert(err).Message())
+		_, err = lgn(rita).ListSessions(callCtx(t), &pb.ListSessionsRequest{User: name})
+		msgs = append(msgs, status.Convert(err).Message())
+	}
+	if msgs[0] != msgs[2] || msgs[1] != msgs[3] {
+		t.Errorf("refusals to a researcher differ between an existing and a missing user:\n%s", strings.Join(msgs, "\n"))
+	}
+}

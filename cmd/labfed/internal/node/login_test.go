@@ -108,6 +108,24 @@ func TestLoginRefusesBadIDTokens(t *testing.T) {
 			}
 		})
 	}
+	// One ID token has many spellings that verify (spare bits in the last
+	// base64url character of each segment); none of them logs in again.
+	t.Run("respelled ID token", func(t *testing.T) {
+		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		parts := strings.Split(good, ".")
+		for i, seg := range parts {
+			if len(seg)*6%8 == 0 {
+				continue // no spare bits in this segment
+			}
+			k := strings.IndexByte(alphabet, seg[len(seg)-1])
+			respelled := append([]string(nil), parts...)
+			respelled[i] = seg[:len(seg)-1] + string(alphabet[k^1])
+			_, err := login.Login(callCtx(t), &pb.LoginRequest{IdToken: strings.Join(respelled, ".")})
+			if status.Code(err) != codes.Unauthenticated {
+				t.Errorf("Login with segment %d respelled = %v, want Unauthenticated", i, err)
+			}
+		}
+	})
 	// Nothing the refusals did left a session behind: rita has exactly the
 	// one from the good token.
 	ss, err := lgn(tn.sessionConn(t, tn.session(t, "alice", false))).ListSessions(ctx, &pb.ListSessionsRequest{User: "rita"})
