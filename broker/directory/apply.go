@@ -350,6 +350,17 @@ func (a *applier) updateUser(c *UpdateUser) (any, error) {
 			return nil, broker.Errorf(broker.ErrInvalid, "status %q is not one a user can be set to; use active or suspended (labfed user remove removes)", *c.Status)
 		}
 	}
+	for _, id := range c.RemoveIdentities {
+		k := k2(id.Issuer, id.Subject)
+		if owner := string(a.tx.Get(bIdents, k)); owner != u.Name {
+			return nil, broker.Errorf(broker.ErrNotFound, "identity %s is not one of %s's; see labfed user show %s", id, u.Name, u.Name)
+		}
+		if err := a.tx.Delete(bIdents, k); err != nil {
+			return nil, err
+		}
+		u.Identities = slices.DeleteFunc(u.Identities, func(x broker.Identity) bool { return x == id })
+		a.endSessionsVia(u.Name, id)
+	}
 	if len(c.AddIdentities) > 0 {
 		if err := a.claimIdentities(u.Name, c.AddIdentities); err != nil {
 			return nil, err

@@ -65,6 +65,9 @@ type UpdateUser struct {
 	Roles         *[]string         `json:"roles,omitempty"`
 	Status        *string           `json:"status,omitempty"`
 	AddIdentities []broker.Identity `json:"add_identities,omitempty"`
+	// RemoveIdentities must each belong to the user; sessions opened with
+	// them end.
+	RemoveIdentities []broker.Identity `json:"remove_identities,omitempty"`
 }
 
 // RemoveUser removes a user, leaving tombstones so their names and numbers

@@ -176,6 +176,15 @@ func (a *applier) endSessions(user string) int {
 	return len(ids)
 }
 
+// endSessionsVia deletes the sessions of user opened with identity id.
+func (a *applier) endSessionsVia(user string, id broker.Identity) {
+	for _, sid := range suffixes(a.tx, bSessionsByUser, user) {
+		if s, err := getJSON[Session](a.tx, bSessions, sid); err == nil && s != nil && s.Via != nil && *s.Via == id {
+			a.deleteSession(sid)
+		}
+	}
+}
+
 func (a *applier) revokeSessions(c *RevokeSessions) (any, error) {
 	switch {
 	case c.ID != "" && c.User != "":

@@ -173,3 +173,28 @@ func TestGuard(t *testing.T) {
 		t.Errorf("guard that holds: %v", res.Err)
 	}
 }
+
+func TestRemoveIdentityEndsItsSessions(t *testing.T) {
+	d := fixture(t)
+	other := broker.Identity{Issuer: "https://idp.rutgers.edu", Subject: "alice"}
+	must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "alice", AddIdentities: []broker.Identity{other}}})
+	must(t, d, login("via-cilogon", "alice", &aliceID, t0, time.Hour, ""))
+	must(t, d, login("via-rutgers", "alice", &other, t0, time.Hour, ""))
+	u := must(t, d, &directory.Command{UpdateUser: &directory.UpdateUser{Name: "alice", RemoveIdentities: []broker.Identity{aliceID}}}).(*directory.User)
+	if len(u.Identities) != 1 || u.Identities[0] != other {
+		t.Errorf("identities after removal = %v, want only %v", u.Identities, other)
+	}
+	if _, err := d.UserByIdentity(aliceID); broker.KindOf(err) != broker.ErrNotFound {
+		t.Errorf("removed identity still maps: %v", err)
+	}
+	if _, err := d.Session(digest("via-cilogon")); broker.KindOf(err) != broker.ErrNotFound {
+		t.Errorf("session opened with the removed identity survived: %v", err)
+	}
+	if _, err := d.Session(digest("via-rutgers")); err != nil {
+		t.Errorf("session opened with the other identity ended: %v", err)
+	}
+	res := d.Apply(&directory.Command{Time: t0, UpdateUser: &directory.UpdateUser{Name: "bob", RemoveIdentities: []broker.Identity{other}}})
+	if broker.KindOf(res.Err) != broker.ErrNotFound || !strings.Contains(res.Err.Error(), "is not one of bob's") {
+		t.Errorf("removing someone else's identity = %v", res.Err)
+	}
+}

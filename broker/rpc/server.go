@@ -412,13 +412,13 @@ func (s *Server) AddUser(ctx context.Context, r *pb.AddUserRequest) (*pb.User, e
 }
 
 func (s *Server) UpdateUser(ctx context.Context, r *pb.UpdateUserRequest) (*pb.User, error) {
-	c := &directory.UpdateUser{Name: r.GetName(), Email: r.Email, Status: r.Status, AddIdentities: identitiesFromPB(r.GetAddIdentities())}
+	c := &directory.UpdateUser{Name: r.GetName(), Email: r.Email, Status: r.Status, AddIdentities: identitiesFromPB(r.GetAddIdentities()), RemoveIdentities: identitiesFromPB(r.GetRemoveIdentities())}
 	if r.GetSetRoles() {
 		roles := r.GetRoles()
 		c.Roles = &roles
 	}
-	if c.Email == nil && c.Status == nil && c.Roles == nil && len(c.AddIdentities) == 0 {
-		return nil, broker.Errorf(broker.ErrInvalid, "nothing to update for user %s; give --email, --role, --status or --identity", r.GetName())
+	if c.Email == nil && c.Status == nil && c.Roles == nil && len(c.AddIdentities) == 0 && len(c.RemoveIdentities) == 0 {
+		return nil, broker.Errorf(broker.ErrInvalid, "nothing to update for user %s; give --email, --role, --status, --identity or --remove-identity", r.GetName())
 	}
 	u, err := applyAs[directory.User](s, ctx, &directory.Command{UpdateUser: c})
 	if err != nil {

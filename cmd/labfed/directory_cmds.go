@@ -301,13 +301,14 @@ func userCommand() *cli.Command {
 			},
 			{
 				Name:      "update",
-				Usage:     "change a user's email, roles or status, or add identities",
+				Usage:     "change a user's email, roles or status, or add and remove identities",
 				ArgsUsage: "NAME",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "email", Usage: "new email `ADDRESS`"},
 					&cli.StringSliceFlag{Name: "role", Usage: "replace the roles with these (repeatable)"},
 					&cli.StringFlag{Name: "status", Usage: "active or suspended"},
 					&cli.StringSliceFlag{Name: "identity", Usage: "add an OIDC identity `ISSUER=SUBJECT` (repeatable)"},
+					&cli.StringSliceFlag{Name: "remove-identity", Usage: "take away an OIDC identity `ISSUER=SUBJECT` and end the sessions opened with it (repeatable)"},
 					jsonFlag(),
 				},
 				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
@@ -319,7 +320,11 @@ func userCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					req := &pb.UpdateUserRequest{Name: name, AddIdentities: ids}
+					gone, err := parseIdentities(c.StringSlice("remove-identity"))
+					if err != nil {
+						return err
+					}
+					req := &pb.UpdateUserRequest{Name: name, AddIdentities: ids, RemoveIdentities: gone}
 					if c.IsSet("email") {
 						v := c.String("email")
 						req.Email = &v

@@ -952,8 +952,10 @@ type UpdateUserRequest struct {
 	SetRoles      bool                   `protobuf:"varint,4,opt,name=set_roles,json=setRoles,proto3" json:"set_roles,omitempty"`
 	Status        *string                `protobuf:"bytes,5,opt,name=status,proto3,oneof" json:"status,omitempty"`
 	AddIdentities []*Identity            `protobuf:"bytes,6,rep,name=add_identities,json=addIdentities,proto3" json:"add_identities,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Identities to take away; sessions opened with them end.
+	RemoveIdentities []*Identity `protobuf:"bytes,7,rep,name=remove_identities,json=removeIdentities,proto3" json:"remove_identities,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UpdateUserRequest) Reset() {
@@ -1024,6 +1026,13 @@ func (x *UpdateUserRequest) GetStatus() string {
 func (x *UpdateUserRequest) GetAddIdentities() []*Identity {
 	if x != nil {
 		return x.AddIdentities
+	}
+	return nil
+}
+
+func (x *UpdateUserRequest) GetRemoveIdentities() []*Identity {
+	if x != nil {
+		return x.RemoveIdentities
 	}
 	return nil
 }
@@ -2655,14 +2664,15 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"identities\x18\x04 \x03(\v2\x13.labfed.v1.IdentityR\n" +
 	"identities\x12\x14\n" +
-	"\x05roles\x18\x05 \x03(\tR\x05roles\"\xe3\x01\n" +
+	"\x05roles\x18\x05 \x03(\tR\x05roles\"\xa5\x02\n" +
 	"\x11UpdateUserRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05email\x18\x02 \x01(\tH\x00R\x05email\x88\x01\x01\x12\x14\n" +
 	"\x05roles\x18\x03 \x03(\tR\x05roles\x12\x1b\n" +
 	"\tset_roles\x18\x04 \x01(\bR\bsetRoles\x12\x1b\n" +
 	"\x06status\x18\x05 \x01(\tH\x01R\x06status\x88\x01\x01\x12:\n" +
-	"\x0eadd_identities\x18\x06 \x03(\v2\x13.labfed.v1.IdentityR\raddIdentitiesB\b\n" +
+	"\x0eadd_identities\x18\x06 \x03(\v2\x13.labfed.v1.IdentityR\raddIdentities\x12@\n" +
+	"\x11remove_identities\x18\a \x03(\v2\x13.labfed.v1.IdentityR\x10removeIdentitiesB\b\n" +
 	"\x06_emailB\t\n" +
 	"\a_status\"'\n" +
 	"\x11RemoveUserRequest\x12\x12\n" +
@@ -2873,76 +2883,77 @@ var file_labfed_v1_directory_proto_depIdxs = []int32{
 	2,  // 17: labfed.v1.ListSitesResponse.sites:type_name -> labfed.v1.Site
 	3,  // 18: labfed.v1.AddUserRequest.identities:type_name -> labfed.v1.Identity
 	3,  // 19: labfed.v1.UpdateUserRequest.add_identities:type_name -> labfed.v1.Identity
-	0,  // 20: labfed.v1.GetUserRequest.read:type_name -> labfed.v1.ReadOptions
-	0,  // 21: labfed.v1.ListUsersRequest.read:type_name -> labfed.v1.ReadOptions
-	4,  // 22: labfed.v1.ListUsersResponse.users:type_name -> labfed.v1.User
-	0,  // 23: labfed.v1.ListProjectsRequest.read:type_name -> labfed.v1.ReadOptions
-	5,  // 24: labfed.v1.ListProjectsResponse.projects:type_name -> labfed.v1.Project
-	43, // 25: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
-	43, // 26: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
-	0,  // 27: labfed.v1.ListGrantsRequest.read:type_name -> labfed.v1.ReadOptions
-	6,  // 28: labfed.v1.ListGrantsResponse.grants:type_name -> labfed.v1.Grant
-	0,  // 29: labfed.v1.GetAccountRequest.read:type_name -> labfed.v1.ReadOptions
-	0,  // 30: labfed.v1.ListAccountsRequest.read:type_name -> labfed.v1.ReadOptions
-	7,  // 31: labfed.v1.ListAccountsResponse.accounts:type_name -> labfed.v1.Account
-	0,  // 32: labfed.v1.MapUserRequest.read:type_name -> labfed.v1.ReadOptions
-	1,  // 33: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
-	1,  // 34: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
-	0,  // 35: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
-	32, // 36: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
-	8,  // 37: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
-	9,  // 38: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
-	10, // 39: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
-	12, // 40: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
-	13, // 41: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
-	14, // 42: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
-	15, // 43: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
-	16, // 44: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
-	18, // 45: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
-	19, // 46: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	19, // 47: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	20, // 48: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
-	22, // 49: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
-	23, // 50: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
-	24, // 51: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
-	26, // 52: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
-	27, // 53: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
-	31, // 54: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
-	29, // 55: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
-	33, // 56: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
-	35, // 57: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
-	37, // 58: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
-	39, // 59: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
-	41, // 60: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
-	2,  // 61: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
-	2,  // 62: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
-	11, // 63: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
-	4,  // 64: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
-	4,  // 65: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
-	4,  // 66: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
-	4,  // 67: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
-	17, // 68: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
-	5,  // 69: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
-	5,  // 70: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
-	5,  // 71: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
-	21, // 72: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
-	6,  // 73: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
-	6,  // 74: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
-	25, // 75: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
-	7,  // 76: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
-	28, // 77: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
-	7,  // 78: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
-	30, // 79: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
-	34, // 80: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
-	36, // 81: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
-	38, // 82: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
-	40, // 83: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
-	42, // 84: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
-	61, // [61:85] is the sub-list for method output_type
-	37, // [37:61] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	3,  // 20: labfed.v1.UpdateUserRequest.remove_identities:type_name -> labfed.v1.Identity
+	0,  // 21: labfed.v1.GetUserRequest.read:type_name -> labfed.v1.ReadOptions
+	0,  // 22: labfed.v1.ListUsersRequest.read:type_name -> labfed.v1.ReadOptions
+	4,  // 23: labfed.v1.ListUsersResponse.users:type_name -> labfed.v1.User
+	0,  // 24: labfed.v1.ListProjectsRequest.read:type_name -> labfed.v1.ReadOptions
+	5,  // 25: labfed.v1.ListProjectsResponse.projects:type_name -> labfed.v1.Project
+	43, // 26: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
+	43, // 27: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
+	0,  // 28: labfed.v1.ListGrantsRequest.read:type_name -> labfed.v1.ReadOptions
+	6,  // 29: labfed.v1.ListGrantsResponse.grants:type_name -> labfed.v1.Grant
+	0,  // 30: labfed.v1.GetAccountRequest.read:type_name -> labfed.v1.ReadOptions
+	0,  // 31: labfed.v1.ListAccountsRequest.read:type_name -> labfed.v1.ReadOptions
+	7,  // 32: labfed.v1.ListAccountsResponse.accounts:type_name -> labfed.v1.Account
+	0,  // 33: labfed.v1.MapUserRequest.read:type_name -> labfed.v1.ReadOptions
+	1,  // 34: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
+	1,  // 35: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
+	0,  // 36: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
+	32, // 37: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
+	8,  // 38: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
+	9,  // 39: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
+	10, // 40: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
+	12, // 41: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
+	13, // 42: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
+	14, // 43: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
+	15, // 44: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
+	16, // 45: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
+	18, // 46: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
+	19, // 47: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	19, // 48: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	20, // 49: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
+	22, // 50: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
+	23, // 51: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
+	24, // 52: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
+	26, // 53: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
+	27, // 54: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
+	31, // 55: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
+	29, // 56: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
+	33, // 57: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
+	35, // 58: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
+	37, // 59: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
+	39, // 60: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
+	41, // 61: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
+	2,  // 62: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
+	2,  // 63: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
+	11, // 64: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
+	4,  // 65: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
+	4,  // 66: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
+	4,  // 67: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
+	4,  // 68: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
+	17, // 69: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
+	5,  // 70: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
+	5,  // 71: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
+	5,  // 72: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
+	21, // 73: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
+	6,  // 74: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
+	6,  // 75: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
+	25, // 76: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
+	7,  // 77: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
+	28, // 78: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
+	7,  // 79: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
+	30, // 80: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
+	34, // 81: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
+	36, // 82: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
+	38, // 83: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
+	40, // 84: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
+	42, // 85: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
+	62, // [62:86] is the sub-list for method output_type
+	38, // [38:62] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_labfed_v1_directory_proto_init() }
