@@ -45,6 +45,7 @@ type Client struct {
 	Directory pb.DirectoryServiceClient
 	Cluster   pb.ClusterServiceClient
 	Login     pb.LoginServiceClient
+	Discovery pb.DiscoveryServiceClient
 }
 
 // Dial connects to the broker at addr (HOST:PORT). The connection is made
@@ -71,7 +72,7 @@ func Dial(addr string, o Options) (*Client, error) {
 	}
 	return &Client{
 		conn: conn, Directory: pb.NewDirectoryServiceClient(conn), Cluster: pb.NewClusterServiceClient(conn),
-		Login: pb.NewLoginServiceClient(conn),
+		Login: pb.NewLoginServiceClient(conn), Discovery: pb.NewDiscoveryServiceClient(conn),
 	}, nil
 }
 
@@ -96,7 +97,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 func IsRead(method string) bool {
 	i := strings.LastIndex(method, "/")
 	name := method[i+1:]
-	for _, p := range []string{"List", "Get", "Status", "MapUser", "WhoAmI"} {
+	for _, p := range []string{"List", "Get", "Status", "MapUser", "WhoAmI", "Place"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

@@ -125,4 +125,7 @@ type Node struct {
 	Site     string `json:"site"`
 	RaftAddr string `json:"raft_addr"`
 	APIAddr  string `json:"api_addr"`
+	// GossipAddr is where the node gossips; empty for a node without
+	// gossip.
+	GossipAddr string `json:"gossip_addr,omitempty"`
 }

@@ -106,6 +106,12 @@ var policy = map[string]rule{
 	pb.ClusterService_Status_FullMethodName:     {},
 	pb.ClusterService_Snapshot_FullMethodName:   {check: coordinatorOnly("force Raft snapshots")},
 
+	// What the federation offers is visible to everyone in it.
+	pb.DiscoveryService_ListMembers_FullMethodName:     {},
+	pb.DiscoveryService_ListInstruments_FullMethodName: {},
+	pb.DiscoveryService_ListCompute_FullMethodName:     {},
+	pb.DiscoveryService_Place_FullMethodName:           {},
+
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},
 	pb.LoginService_WhoAmI_FullMethodName:         {},

@@ -60,6 +60,8 @@ type Config struct {
 	Peer func(ctx context.Context) (pki.Identity, error)
 	// Login configures OIDC login; without Login.Verify, Login refuses.
 	Login LoginConfig
+	// Discovery is the node's gossip view; nil when it runs without one.
+	Discovery Discovery
 	// Dial opens a connection to another broker for forwarding.
 	Dial   func(addr string) (*grpc.ClientConn, error)
 	Logger *slog.Logger
@@ -73,6 +75,7 @@ type Server struct {
 	pb.UnimplementedDirectoryServiceServer
 	pb.UnimplementedClusterServiceServer
 	pb.UnimplementedLoginServiceServer
+	pb.UnimplementedDiscoveryServiceServer
 
 	cfg   Config
 	mu    sync.Mutex
@@ -95,6 +98,7 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterDirectoryServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterLoginServiceServer(g, s)
+	pb.RegisterDiscoveryServiceServer(g, s)
 }
 
 // Close closes the forwarding connections.
@@ -613,7 +617,7 @@ func (s *Server) Join(ctx context.Context, r *pb.JoinRequest) (*pb.JoinResponse,
 		return nil, status.Errorf(codes.PermissionDenied, "certificate %s may not join as node %s of site %s; a broker joins only under its own certificate's site and name", id, r.GetId(), r.GetSite())
 	}
 	reg := &directory.RegisterNode{
-		Node:     directory.Node{ID: r.GetId(), Site: r.GetSite(), RaftAddr: r.GetRaftAddr(), APIAddr: r.GetApiAddr()},
+		Node:     directory.Node{ID: r.GetId(), Site: r.GetSite(), RaftAddr: r.GetRaftAddr(), APIAddr: r.GetApiAddr(), GossipAddr: r.GetGossipAddr()},
 		UIDRange: rangeFromPB(r.GetUidRange()), GIDRange: rangeFromPB(r.GetGidRange()),
 	}
 	if err := s.cfg.Replica.Join(ctx, reg, !r.GetNonvoter(), actor); err != nil {

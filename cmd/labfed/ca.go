@@ -251,14 +251,29 @@ func initCommand() *cli.Command {
 				if err := issue(ca, pki.Identity{Site: site, Kind: pki.KindAdmin, Name: c.String("admin")}, nil, 365*24*time.Hour, filepath.Join(tlsDir, "admin")); err != nil {
 					return err
 				}
+				// The gossip key is the federation's shared secret, kept
+				// with its CA: the first init makes it, later ones copy it.
+				shared := filepath.Join(caDir, "gossip.keys")
+				if _, err := os.Stat(shared); os.IsNotExist(err) {
+					if err := node.NewGossipKeyring(shared); err != nil {
+						return err
+					}
+				}
+				keys, err := os.ReadFile(shared)
+				if err != nil {
+					return err
+				}
+				if err := writeNew(filepath.Join(tlsDir, "gossip.keys"), keys, 0o600); err != nil {
+					return err
+				}
 			}
 			if err := writeNew(cfgPath, []byte(cfgText), 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "wrote %s\n", cfgPath)
 			if c.String("ca-dir") == "" {
-				fmt.Fprintf(c.App.Writer, "next: the federation's CA holder runs\n  labfed ca issue --dir CA_DIR --site %s --kind broker --name %s --out %s\nand sends you ca.crt for %s\n",
-					site, nodeName, filepath.Join(tlsDir, "broker"), filepath.Join(tlsDir, "ca.crt"))
+				fmt.Fprintf(c.App.Writer, "next: the federation's CA holder runs\n  labfed ca issue --dir CA_DIR --site %s --kind broker --name %s --out %s\nand sends you ca.crt for %s and the federation's gossip.keys for %s\n",
+					site, nodeName, filepath.Join(tlsDir, "broker"), filepath.Join(tlsDir, "ca.crt"), filepath.Join(tlsDir, "gossip.keys"))
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "start it with: labfed serve --config %s --join EXISTING_BROKER_API (or --bootstrap for the first site)\n", cfgPath)
 			return err
@@ -283,6 +298,8 @@ tls:
   cert: %s
   key: %s
   crl: %s  # optional; copy the CA's ca.crl here after revocations
+gossip:
+  keyring: %s  # the federation's gossip key (the CA holder's gossip.keys)
 # People log in with labfed login through an OpenID Connect issuer:
 # oidc:
 #   issuers:
@@ -290,7 +307,7 @@ tls:
 #       client_ids: [cilogon:/client_id/EXAMPLE]  # labfed's registration at the issuer
 #   session_ttl: 8h  # how long a login lasts (at most 24h)
 `, nodeName, site, site, nodeName, filepath.Join(dir, "data"), api, raftAddr, uids, gids,
-		filepath.Join(tlsDir, "ca.crt"), filepath.Join(tlsDir, "broker.crt"), filepath.Join(tlsDir, "broker.key"), filepath.Join(tlsDir, "ca.crl"))
+		filepath.Join(tlsDir, "ca.crt"), filepath.Join(tlsDir, "broker.crt"), filepath.Join(tlsDir, "broker.key"), filepath.Join(tlsDir, "ca.crl"), filepath.Join(tlsDir, "gossip.keys"))
 	head := "# Read only by the federation's first node (labfed serve --bootstrap): it\n" +
 		"# registers this person as the first coordinator (the administrator\n" +
 		"# certificate in tls/admin.crt names them) and writes their session\n" +

@@ -180,6 +180,33 @@ const (
 
 var demoPeople = []string{"alice", "bob", "carol", "rhea", "mallory"}
 
+// demoOffers is what each demo site offers, as in testdata/config: the
+// microscopes at the first site, a SLURM GPU partition at the second, a
+// small GPU node with an older CryoSPARC at the third, so placement has
+// choices to explain. Further sites get a GPU workstation.
+func demoOffers(i int) string {
+	switch i {
+	case 0:
+		return `instruments:
+  - {name: krios-g4, type: TEM, model: Titan Krios G4, controller: "10.20.0.5:5900", raw_data: /data/krios-g4/raw}
+  - {name: aquilos, type: cryo-FIB, model: Aquilos 2, controller: "10.20.0.6:5900", raw_data: /data/aquilos/raw}
+compute:
+  - {name: gpu-ws1, kind: local, gpus: 4, software: {cryosparc: 4.6.2}}
+storage:
+  - {name: raw, path: /data/krios-g4/raw}
+`
+	case 1:
+		return `compute:
+  - {name: bridges2-gpu, kind: slurm, gpus: 64, software: {cryosparc: 4.6.2, relion: "5.0"}, slurm: {partition: GPU-shared}}
+`
+	case 2:
+		return `compute:
+  - {name: cloudlet-gpu, kind: local, gpus: 2, software: {cryosparc: 4.5.3}}
+`
+	}
+	return "compute:\n  - {name: gpu-ws, kind: local, gpus: 2, software: {cryosparc: 4.6.2}}\n"
+}
+
 // demoSubject is the OIDC subject the demo issuer gives a sample person.
 func demoSubject(name string) string { return "urn:labfed-demo:user:" + name }
 
@@ -228,6 +255,9 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 		if err := ca.Revoke(caCRL); err != nil {
 			return f, err
 		}
+		if err := node.NewGossipKeyring(filepath.Join(caDir, "gossip.keys")); err != nil {
+			return f, err
+		}
 		admin := filepath.Join(caDir, "coord")
 		if err := issue(ca, pki.Identity{Site: demoSites(1)[0], Kind: pki.KindAdmin, Name: "coord"}, nil, 30*24*time.Hour, admin); err != nil {
 			return f, err
@@ -254,8 +284,13 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 			return f, err
 		}
 		lo := 200000 + uint32(i)*100000
-		cfgText := fmt.Sprintf("site: %s\nnode: %s-1\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\nuid_range: %d-%d\ngid_range: %d-%d\n",
-			site, site, filepath.Join(dir, site+"-1"), api, raftAddr, lo, lo+9999, lo, lo+9999)
+		gossipAddr, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		cfgText := fmt.Sprintf("site: %s\nnode: %s-1\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\n  gossip: %s\nuid_range: %d-%d\ngid_range: %d-%d\n",
+			site, site, filepath.Join(dir, site+"-1"), api, raftAddr, gossipAddr, lo, lo+9999, lo, lo+9999)
+		cfgText += demoOffers(i)
 		if ca != nil {
 			prefix := filepath.Join(caDir, site+"-1")
 			if err := issue(ca, pki.Identity{Site: site, Kind: pki.KindBroker, Name: site + "-1"}, []string{"127.0.0.1"}, 30*24*time.Hour, prefix); err != nil {
@@ -263,6 +298,7 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 			}
 			caCert, _, caCRL := caFiles(caDir)
 			cfgText += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
+			cfgText += fmt.Sprintf("gossip: {keyring: %s}\n", filepath.Join(caDir, "gossip.keys"))
 		}
 		cfgText += fmt.Sprintf("oidc:\n  issuers:\n    - {url: %q, client_ids: [%s], ca_file: %q}\n", f.issuer.URL(), demoClientID, filepath.Join(dir, "oidc-ca.pem"))
 		if i == 0 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
+	"github.com/labfed/labfed/cmd/labfed/internal/node"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -160,7 +161,8 @@ const (
 func newProcCluster(t testing.TB, sites []string, budget time.Duration) *procCluster {
 	t.Helper()
 	c := &procCluster{t: t, bin: buildLabfed(t), dir: t.TempDir(), deadline: time.Now().Add(budget)}
-	addrs := freeAddrs(t, 2*len(sites))
+	addrs := freeAddrs(t, 3*len(sites))
+	gossipAddrs := addrs[2*len(sites):]
 	caDir := filepath.Join(c.dir, "ca")
 	if err := os.MkdirAll(caDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -182,6 +184,10 @@ func newProcCluster(t testing.TB, sites []string, budget time.Duration) *procClu
 		t.Fatal(err)
 	}
 	c.clientTLS = client.Options{TLS: b.ClientConfig(pki.KindBroker)}
+	keyring := filepath.Join(caDir, "gossip.keys")
+	if err := node.NewGossipKeyring(keyring); err != nil {
+		t.Fatal(err)
+	}
 	for i, site := range sites {
 		p := &proc{id: site + "-1", site: site, api: addrs[2*i], raft: addrs[2*i+1]}
 		p.config = filepath.Join(c.dir, site+".yaml")
@@ -195,6 +201,8 @@ func newProcCluster(t testing.TB, sites []string, budget time.Duration) *procClu
 		}
 		cfg += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
 		cfg += "bootstrap:\n  coordinator: {name: coord, email: coord@rutgers.edu}\n"
+		cfg += fmt.Sprintf("gossip: {keyring: %s}\n", keyring)
+		cfg = strings.Replace(cfg, "listen:\n", "listen:\n  gossip: "+gossipAddrs[i]+"\n", 1)
 		if err := os.WriteFile(p.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

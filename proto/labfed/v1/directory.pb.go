@@ -2078,14 +2078,16 @@ func (x *Peer) GetLeader() bool {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Site          string                 `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,4,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	Nonvoter      bool                   `protobuf:"varint,5,opt,name=nonvoter,proto3" json:"nonvoter,omitempty"`
-	UidRange      *IDRange               `protobuf:"bytes,6,opt,name=uid_range,json=uidRange,proto3" json:"uid_range,omitempty"`
-	GidRange      *IDRange               `protobuf:"bytes,7,opt,name=gid_range,json=gidRange,proto3" json:"gid_range,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Site     string                 `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ApiAddr  string                 `protobuf:"bytes,4,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	// Where the node gossips (memberlist), so others can find it.
+	GossipAddr    string   `protobuf:"bytes,8,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	Nonvoter      bool     `protobuf:"varint,5,opt,name=nonvoter,proto3" json:"nonvoter,omitempty"`
+	UidRange      *IDRange `protobuf:"bytes,6,opt,name=uid_range,json=uidRange,proto3" json:"uid_range,omitempty"`
+	GidRange      *IDRange `protobuf:"bytes,7,opt,name=gid_range,json=gidRange,proto3" json:"gid_range,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2144,6 +2146,13 @@ func (x *JoinRequest) GetRaftAddr() string {
 func (x *JoinRequest) GetApiAddr() string {
 	if x != nil {
 		return x.ApiAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
 	}
 	return ""
 }
@@ -2738,12 +2747,14 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xe7\x01\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\x88\x02\n" +
 	"\vJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x19\n" +
-	"\bapi_addr\x18\x04 \x01(\tR\aapiAddr\x12\x1a\n" +
+	"\bapi_addr\x18\x04 \x01(\tR\aapiAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\b \x01(\tR\n" +
+	"gossipAddr\x12\x1a\n" +
 	"\bnonvoter\x18\x05 \x01(\bR\bnonvoter\x12/\n" +
 	"\tuid_range\x18\x06 \x01(\v2\x12.labfed.v1.IDRangeR\buidRange\x12/\n" +
 	"\tgid_range\x18\a \x01(\v2\x12.labfed.v1.IDRangeR\bgidRange\"\x0e\n" +

@@ -272,6 +272,19 @@ func matrix() []call {
 			return ignore(cls(c).Snapshot(ctx, &pb.SnapshotRequest{}))
 		}},
 
+		{method: "ListMembers", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewDiscoveryServiceClient(c).ListMembers(ctx, &pb.ListMembersRequest{}))
+		}},
+		{method: "ListInstruments", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewDiscoveryServiceClient(c).ListInstruments(ctx, &pb.ListInstrumentsRequest{}))
+		}},
+		{method: "ListCompute", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewDiscoveryServiceClient(c).ListCompute(ctx, &pb.ListComputeRequest{Near: "rutgers"}))
+		}},
+		{method: "Place", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewDiscoveryServiceClient(c).Place(ctx, &pb.PlaceRequest{DataSite: "rutgers", Gpus: 1}))
+		}},
+
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))
 		}},
@@ -341,7 +354,7 @@ func TestRoleMatrix(t *testing.T) {
 		})
 	}
 	// Every method the server registers is in the matrix.
-	for _, fd := range []protoreflect.FileDescriptor{pb.File_labfed_v1_directory_proto, pb.File_labfed_v1_login_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{pb.File_labfed_v1_directory_proto, pb.File_labfed_v1_login_proto, pb.File_labfed_v1_discovery_proto} {
 		for i := range fd.Services().Len() {
 			ms := fd.Services().Get(i).Methods()
 			for j := range ms.Len() {

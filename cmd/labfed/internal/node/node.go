@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -18,6 +19,7 @@ import (
 	"github.com/labfed/labfed/broker/directory"
 	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/broker/rpc"
+	"github.com/labfed/labfed/federation/gossip"
 	"github.com/labfed/labfed/federation/raftls"
 	"github.com/labfed/labfed/federation/replica"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
@@ -39,6 +41,8 @@ type Options struct {
 	Logger      *slog.Logger
 	// Raft tunes Raft's configuration (tests shorten timeouts).
 	Raft func(*raft.Config)
+	// Gossip tunes the gossip configuration (tests shorten intervals).
+	Gossip func(*gossip.Config)
 }
 
 // Node is a running broker node.
@@ -53,6 +57,10 @@ type Node struct {
 	// stopJoin ends the background join loop on Close.
 	stopJoin context.CancelFunc
 	dial     func(addr string) (*grpc.ClientConn, error)
+	gossip   *gossip.Node
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the node's stores, starts Raft and the gRPC API, and (with
@@ -155,7 +163,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		}
 	}
 	rep, err := replica.New(replica.Config{
-		Node:     directory.Node{ID: c.Node, Site: c.Site, RaftAddr: c.Advertise.Raft, APIAddr: c.Advertise.API},
+		Node:     directory.Node{ID: c.Node, Site: c.Site, RaftAddr: c.Advertise.Raft, APIAddr: c.Advertise.API, GossipAddr: c.Advertise.Gossip},
 		UIDRange: c.uidRange, GIDRange: c.gidRange,
 		LogStore: logs, StableStore: logs, SnapshotStore: snaps, State: state, Transport: trans,
 		Bootstrap: o.Bootstrap, Raft: tune, Logger: log,
@@ -167,11 +175,17 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	gsp, err := startGossip(c, o.DevInsecure, log, o.Gossip)
+	if err != nil {
+		rep.Shutdown()
+		return nil, err
+	}
 	rc := rpc.Config{
-		Replica: rep,
-		Dial:    dialInsecure,
-		Logger:  log,
-		Login:   rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
+		Replica:   rep,
+		Dial:      dialInsecure,
+		Logger:    log,
+		Login:     rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
+		Discovery: discovery{gsp},
 	}
 	var gopts []grpc.ServerOption
 	dial := dialInsecure
@@ -192,7 +206,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	g := grpc.NewServer(append(gopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))...)
 	srv.Register(g)
 	jctx, stopJoin := context.WithCancel(ctx)
-	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial}
+	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial, gossip: gsp}
+	go joinGossip(jctx, gsp, rep, c.Gossip.Join, c.Node, log)
 	go func() { n.done <- g.Serve(lis) }()
 	if len(o.Join) > 0 {
 		go n.join(jctx, o.Join, !o.NonVoter)
@@ -213,7 +228,7 @@ func dialInsecure(addr string) (*grpc.ClientConn, error) {
 // join asks each address in turn to add this node until one succeeds.
 func (n *Node) join(ctx context.Context, addrs []string, voter bool) {
 	req := &pb.JoinRequest{
-		Id: n.cfg.Node, Site: n.cfg.Site, RaftAddr: n.cfg.Advertise.Raft, ApiAddr: n.cfg.Advertise.API, Nonvoter: !voter,
+		Id: n.cfg.Node, Site: n.cfg.Site, RaftAddr: n.cfg.Advertise.Raft, ApiAddr: n.cfg.Advertise.API, GossipAddr: n.cfg.Advertise.Gossip, Nonvoter: !voter,
 	}
 	if n.cfg.uidRange != nil {
 		req.UidRange = &pb.IDRange{Lo: n.cfg.uidRange.Lo, Hi: n.cfg.uidRange.Hi}
@@ -251,11 +266,20 @@ func (n *Node) Addr() string { return n.lis.Addr().String() }
 // Replica returns the node's replica.
 func (n *Node) Replica() *replica.Replica { return n.replica }
 
+// Gossip returns the node's gossip member.
+func (n *Node) Gossip() *gossip.Node { return n.gossip }
+
 // Done receives the gRPC server's exit error once, when it stops serving.
 func (n *Node) Done() <-chan error { return n.done }
 
-// Close stops the API and Raft and closes the stores.
+// Close stops the API, gossip and Raft and closes the stores. Closing
+// twice is harmless.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	n.stopJoin()
 	stopped := make(chan struct{})
 	go func() { n.grpc.GracefulStop(); close(stopped) }()
@@ -265,5 +289,10 @@ func (n *Node) Close() error {
 		n.grpc.Stop()
 	}
 	n.server.Close()
+	// Say goodbye so the others list this site as left, not failed.
+	if err := n.gossip.Leave(time.Second); err != nil {
+		n.log.Debug("gossip leave", "err", err)
+	}
+	n.gossip.Shutdown()
 	return n.replica.Shutdown()
 }

@@ -206,8 +206,10 @@ func tlsTestConfig(t testing.TB, site, node string, files pki.Files) *Config {
 	t.Helper()
 	text := fmt.Sprintf("site: %s\nnode: %s\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\n"+
 		"uid_range: 200000-209999\ngid_range: 200000-209999\ntls:\n  ca: %s\n  cert: %s\n  key: %s\n  crl: %s\n"+
-		"bootstrap:\n  coordinator: {name: alice, email: alice@rutgers.edu}\n",
-		site, node, filepath.Join(t.TempDir(), node), freePort(t), freePort(t), files.CA, files.Cert, files.Key, files.CRL)
+		"bootstrap:\n  coordinator: {name: alice, email: alice@rutgers.edu}\n"+
+		"gossip: {keyring: %s}\n",
+		site, node, filepath.Join(t.TempDir(), node), freePort(t), freePort(t), files.CA, files.Cert, files.Key, files.CRL, gossipKeyring(t, filepath.Dir(files.CA)))
+	text = strings.Replace(text, "listen:\n", "listen:\n  gossip: "+freePort(t)+"\n", 1)
 	c, err := ParseConfig(node+".yaml", []byte(text))
 	if err != nil {
 		t.Fatalf("ParseConfig(%q) = %v", text, err)
@@ -677,4 +679,18 @@ func checkStartRefused(t testing.TB, cfg *Config, wants ...string) {
 		}
 		l.Close()
 	}
+}
+
+// gossipKeyring returns the federation's gossip keyring in dir, creating it
+// on first use so every node of a test federation shares it.
+func gossipKeyring(t testing.TB, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "gossip.keys")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if err := NewGossipKeyring(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

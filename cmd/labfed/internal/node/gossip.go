@@ -1,0 +1,228 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/federation/gossip"
+	"github.com/labfed/labfed/federation/placement"
+	"github.com/labfed/labfed/federation/replica"
+)
+
+// localOffer is what this site offers, from its config. GPUs start free and
+// queues empty; the site agent reports changes.
+func localOffer(c *Config) gossip.Offer {
+	o := gossip.Offer{Node: c.Node, Site: c.Site}
+	for _, in := range c.Instruments {
+		st := in.Status
+		if st == "" {
+			st = StatusAvailable
+		}
+		o.Instruments = append(o.Instruments, gossip.Instrument{ID: c.Site + "/" + in.Name, Type: in.Type, Model: in.Model, Status: st})
+	}
+	for _, t := range c.Compute {
+		o.Compute = append(o.Compute, gossip.ComputeTarget{
+			ID: c.Site + "/" + t.Name, Kind: t.Kind, GPUs: t.GPUs, GPUsFree: t.GPUs, Software: maps.Clone(t.Software), Status: StatusAvailable,
+		})
+	}
+	return o
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	return h, port, err
+}
+
+// startGossip joins the node to the federation's gossip. Outside
+// development mode the gossip is encrypted with the keyring the config
+// names; without one the node does not start.
+func startGossip(c *Config, dev bool, log *slog.Logger, tune func(*gossip.Config)) (*gossip.Node, error) {
+	gc := gossip.Config{Name: c.Node, Site: c.Site, Label: c.Gossip.Label, Logger: log}
+	var err error
+	if gc.BindAddr, gc.BindPort, err = splitHostPort(c.Listen.Gossip); err != nil {
+		return nil, fmt.Errorf("listen.gossip %q: %w", c.Listen.Gossip, err)
+	}
+	if c.Advertise.Gossip != "" && c.Advertise.Gossip != c.Listen.Gossip {
+		if gc.AdvertiseAddr, gc.AdvertisePort, err = splitHostPort(c.Advertise.Gossip); err != nil {
+			return nil, fmt.Errorf("advertise.gossip %q: %w", c.Advertise.Gossip, err)
+		}
+	}
+	switch {
+	case c.Gossip.Keyring != "":
+		if gc.Keys, err = ReadGossipKeyring(c.Gossip.Keyring); err != nil {
+			return nil, err
+		}
+	case dev:
+		gc.DevPlaintext = true
+		log.Warn("development mode: gossip is not encrypted; anyone on this host can read and inject offers")
+	default:
+		return nil, errors.New("gossip.keyring is required: the federation's gossip key file (labfed gossip keygen > FILE, the same file at every site), or run a loopback-only development node with --dev-insecure")
+	}
+	if tune != nil {
+		tune(&gc)
+	}
+	g, err := gossip.New(gc, localOffer(c))
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", c.Listen.Gossip, err)
+	}
+	return g, nil
+}
+
+// joinGossip keeps this node in the gossip of every broker the directory
+// knows: it joins the configured seeds and any registered node it does not
+// see alive, quickly until it has company and then every 30 s, which also
+// heals partitions.
+func joinGossip(ctx context.Context, g *gossip.Node, rep *replica.Replica, seeds []string, self string, log *slog.Logger) {
+	wait := 500 * time.Millisecond
+	for {
+		alive := map[string]bool{}
+		for _, m := range g.Members() {
+			alive[m.Name] = m.Status == gossip.MemberAlive
+		}
+		addrs := slices.Clone(seeds)
+		if nodes, err := rep.Directory().Nodes(); err == nil {
+			for _, n := range nodes {
+				if n.ID != self && n.GossipAddr != "" && !alive[n.ID] {
+					addrs = append(addrs, n.GossipAddr)
+				}
+			}
+		}
+		if len(addrs) > 0 {
+			if k, err := g.Join(addrs); err != nil && k == 0 {
+				log.Debug("gossip join failed; will retry", "addrs", addrs, "err", err)
+			}
+		}
+		if len(alive) > 1 {
+			wait = 30 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// discovery answers the discovery service from the gossip view.
+type discovery struct{ g *gossip.Node }
+
+func (d discovery) Members() []broker.Member {
+	var out []broker.Member
+	for _, m := range d.g.Members() {
+		out = append(out, broker.Member{Name: m.Name, Site: m.Site, Addr: m.Addr, Status: m.Status, RTT: m.RTT, HasRTT: m.HasRTT})
+	}
+	return out
+}
+
+func (d discovery) Instruments() []broker.Instrument {
+	var out []broker.Instrument
+	for _, o := range d.g.Offers() {
+		for _, in := range o.Instruments {
+			st := in.Status
+			if !o.Reachable {
+				st = broker.StatusUnreachable
+			}
+			out = append(out, broker.Instrument{ID: in.ID, Site: o.Site, Type: in.Type, Model: in.Model, Status: st})
+		}
+	}
+	slices.SortFunc(out, func(a, b broker.Instrument) int { return cmpString(a.ID, b.ID) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// targets lists every compute target, each with its site's reachability.
+func (d discovery) targets() ([]broker.ComputeTarget, map[string]bool) {
+	var out []broker.ComputeTarget
+	reach := map[string]bool{}
+	for _, o := range d.g.Offers() {
+		for _, t := range o.Compute {
+			st := t.Status
+			if !o.Reachable {
+				st = broker.StatusUnreachable
+			}
+			reach[t.ID] = o.Reachable
+			out = append(out, broker.ComputeTarget{
+				ID: t.ID, Site: o.Site, Kind: t.Kind, GPUs: t.GPUs, GPUsFree: t.GPUsFree,
+				QueueWait: time.Duration(t.QueueWaitS * float64(time.Second)), Software: t.Software, Status: st,
+			})
+		}
+	}
+	slices.SortFunc(out, func(a, b broker.ComputeTarget) int { return cmpString(a.ID, b.ID) })
+	return out, reach
+}
+
+func (d discovery) Compute(near string) []broker.ComputeTarget {
+	out, _ := d.targets()
+	if near != "" {
+		for i := range out {
+			out[i].RTT, out[i].HasRTT = d.g.RTTBetweenSites(near, out[i].Site)
+		}
+	}
+	return out
+}
+
+func (d discovery) Place(job broker.Job) ([]broker.Placement, []broker.Exclusion) {
+	ts, reach := d.targets()
+	var in []placement.Target
+	for _, t := range ts {
+		st := t.Status
+		if st == broker.StatusUnreachable {
+			st = StatusAvailable // reachability is said separately
+		}
+		in = append(in, placement.Target{ID: t.ID, Site: t.Site, Kind: t.Kind, GPUs: t.GPUs, GPUsFree: t.GPUsFree, QueueWait: t.QueueWait, Software: t.Software, Status: st, Reachable: reach[t.ID]})
+	}
+	rtt := func(site string) (time.Duration, bool) { return d.g.RTTBetweenSites(job.DataSite, site) }
+	ranked, excluded := placement.Rank(placement.Job{DataSite: job.DataSite, GPUs: job.GPUs, Software: job.Software}, in, rtt, placement.DefaultWeights())
+	var out []broker.Placement
+	for _, r := range ranked {
+		out = append(out, broker.Placement{Target: r.Target.ID, Score: r.Score, RTT: r.RTT, HasRTT: r.HasRTT, QueueWait: r.Target.QueueWait, GPUsFree: r.Target.GPUsFree, Reason: r.Reason})
+	}
+	var ex []broker.Exclusion
+	for _, e := range excluded {
+		ex = append(ex, broker.Exclusion{Target: e.Target.ID, Reason: e.Reason})
+	}
+	return out, ex
+}
+
+// NewGossipKeyring writes a keyring file holding one fresh 32-byte AES key,
+// mode 0600. Every site of a federation uses the same file.
+func NewGossipKeyring(path string) error {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	line := "# labfed gossip keyring: base64 AES keys, one per line; the first encrypts.\n" + base64.StdEncoding.EncodeToString(key) + "\n"
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write gossip keyring: %w", err)
+	}
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
