@@ -509,6 +509,54 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			}
 			return strings.Join(ids, " "), nil
 		}},
+		{"every site's offers reach the last site through gossip", func() (string, error) {
+			var ins *pb.ListInstrumentsResponse
+			var cmp *pb.ListComputeResponse
+			for {
+				var err error
+				if ins, err = last.Discovery.ListInstruments(ctx, &pb.ListInstrumentsRequest{}); err != nil {
+					return "", err
+				}
+				if cmp, err = last.Discovery.ListCompute(ctx, &pb.ListComputeRequest{Near: f.cfgs[0].Site}); err != nil {
+					return "", err
+				}
+				reachable := 0
+				for _, t := range cmp.GetTargets() {
+					if t.GetStatus() != broker.StatusUnreachable {
+						reachable++
+					}
+				}
+				if len(ins.GetInstruments()) >= 2 && reachable >= len(f.nodes) {
+					break
+				}
+				if ctx.Err() != nil {
+					return "", fmt.Errorf("after 90 s the last site sees %d instruments and %d compute targets", len(ins.GetInstruments()), len(cmp.GetTargets()))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			var ids []string
+			for _, in := range ins.GetInstruments() {
+				ids = append(ids, in.GetId()+" ("+in.GetType()+", "+in.GetStatus()+")")
+			}
+			for _, t := range cmp.GetTargets() {
+				ids = append(ids, fmt.Sprintf("%s (%d GPUs free)", t.GetId(), t.GetGpusFree()))
+			}
+			return strings.Join(ids, ", "), nil
+		}},
+		{"analytics for data at the first site is placed, and the choice explained", func() (string, error) {
+			r, err := last.Discovery.Place(ctx, &pb.PlaceRequest{DataSite: f.cfgs[0].Site, Gpus: 2, Software: map[string]string{"cryosparc": "4.6.2"}})
+			if err != nil {
+				return "", err
+			}
+			if len(r.GetRanked()) == 0 {
+				return "", fmt.Errorf("no target ranked; excluded: %v", r.GetExcluded())
+			}
+			out := "first: " + r.GetRanked()[0].GetReason()
+			for _, e := range r.GetExcluded() {
+				out += "; left out " + e.GetReason()
+			}
+			return out, nil
+		}},
 		{"a researcher at a college without a microscope is registered through the last site", func() (string, error) {
 			u, err := last.Directory.AddUser(ctx, &pb.AddUserRequest{Name: "erin", Email: "erin@small-college.edu", Home: f.cfgs[len(f.cfgs)-1].Site})
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/cmd/labfed/internal/node"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -125,7 +126,9 @@ type computeJSON struct {
 	QueueWaitS float64           `json:"queue_wait_s"`
 	Software   map[string]string `json:"software"`
 	Status     string            `json:"status"`
-	RTTms      *float64          `json:"rtt_ms,omitempty"`
+	// RTTms is there only with --near: a number, or null before the
+	// coordinates have an estimate.
+	RTTms any `json:"rtt_ms,omitempty"`
 }
 
 func softwareText(m map[string]string) string {
@@ -238,9 +241,32 @@ func placeCommand() *cli.Command {
 				fmt.Fprintln(c.App.Writer, "no compute target can run this job")
 			}
 			for _, e := range resp.GetExcluded() {
-				fmt.Fprintf(c.App.Writer, "-  %s: %s\n", e.GetTarget(), e.GetReason())
+				fmt.Fprintf(c.App.Writer, "-  %s\n", e.GetReason())
 			}
 			return nil
 		}),
+	}
+}
+
+func gossipCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "gossip",
+		Usage: "manage the federation's gossip encryption",
+		Subcommands: []*cli.Command{{
+			Name:      "keygen",
+			Usage:     "write a new gossip keyring FILE (one fresh AES-256 key, mode 0600) for gossip.keyring",
+			ArgsUsage: "FILE",
+			Action: func(c *cli.Context) error {
+				path, err := oneArg(c, "keyring FILE")
+				if err != nil {
+					return err
+				}
+				if err := node.NewGossipKeyring(path); err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(c.App.Writer, "wrote %s; give the same file to every site (gossip.keyring)\n", path)
+				return err
+			},
+		}},
 	}
 }

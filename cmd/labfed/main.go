@@ -97,6 +97,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			instrumentsCommand(),
 			computeCommand(),
 			placeCommand(),
+			simCommand(),
+			gossipCommand(),
 			loginCommand(),
 			logoutCommand(),
 			whoamiCommand(),

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labfed/labfed/federation/wansim"
+)
+
+// TestDiscoveryCommands checks members, instruments, compute and place
+// against the demo federation over TLS, with the JSON fields of cli.md.
+func TestDiscoveryCommands(t *testing.T) {
+	f, dir, _ := bootFederation(t, false)
+	caCert, _, _ := caFiles(filepath.Join(dir, "ca"))
+	admin := filepath.Join(dir, "ca", "coord")
+	base := []string{"--addr", f.nodes[2].Addr(), "--ca", caCert, "--cert", admin + ".crt", "--key", admin + ".key", "--timeout", "10s"}
+	cli := func(args ...string) (string, error) {
+		out, _, err := runCLI(append(append([]string{}, base...), args...)...)
+		return out, err
+	}
+	decode := func(out string, v any) {
+		t.Helper()
+		if err := json.Unmarshal([]byte(out), v); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, out)
+		}
+	}
+	// Gossip converges within seconds on loopback.
+	var compute []map[string]any
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := cli("compute", "--near", "rutgers", "--json")
+		if err == nil {
+			decode(out, &compute)
+			reachable := 0
+			for _, c := range compute {
+				if c["status"] == "available" {
+					reachable++
+				}
+			}
+			if reachable == 3 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("compute never showed 3 available targets: %v %v", compute, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, c := range compute {
+		for _, k := range []string{"id", "site", "kind", "gpus_free", "queue_wait_s", "software", "rtt_ms"} {
+			if _, ok := c[k]; !ok {
+				t.Errorf("compute --json element lacks %q: %v", k, c)
+			}
+		}
+	}
+
+	out, err := cli("members", "--json")
+	if err != nil {
+		t.Fatal(errorLine(err))
+	}
+	var members []map[string]any
+	decode(out, &members)
+	if len(members) != 3 {
+		t.Errorf("members = %v, want 3", members)
+	}
+	for _, m := range members {
+		for _, k := range []string{"name", "site", "addr", "status", "rtt_ms"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("members --json element lacks %q: %v", k, m)
+			}
+		}
+		if m["status"] != "alive" {
+			t.Errorf("member %v is not alive", m)
+		}
+	}
+
+	out, err = cli("instruments", "--type", "TEM", "--json")
+	if err != nil {
+		t.Fatal(errorLine(err))
+	}
+	var ins []map[string]any
+	decode(out, &ins)
+	if len(ins) != 1 || ins[0]["id"] != "rutgers/krios-g4" || ins[0]["site"] != "rutgers" || ins[0]["model"] != "Titan Krios G4" || ins[0]["status"] != "available" {
+		t.Errorf("instruments --type TEM = %v, want rutgers/krios-g4 available", ins)
+	}
+
+	out, err = cli("place", "--data-site", "psc", "--gpus", "2", "--software", "cryosparc=4.6.2", "--json")
+	if err != nil {
+		t.Fatal(errorLine(err))
+	}
+	var placed []map[string]any
+	decode(out, &placed)
+	if len(placed) != 3 || placed[0]["target"] != "psc/bridges2-gpu" || placed[0]["eligible"] != true || placed[2]["eligible"] != false ||
+		!strings.Contains(placed[2]["reason"].(string), "runs cryosparc 4.5.3; the job needs 4.6.2") {
+		t.Errorf("place --json = %s", out)
+	}
+	for _, k := range []string{"target", "score", "rtt_ms", "queue_wait_s", "gpus_free", "reason"} {
+		if _, ok := placed[0][k]; !ok {
+			t.Errorf("place --json element lacks %q", k)
+		}
+	}
+	text, err := cli("place", "--data-site", "psc", "--gpus", "2", "--software", "cryosparc=4.6.2")
+	if err != nil || !strings.HasPrefix(text, "1. psc/bridges2-gpu: ") {
+		t.Errorf("place = %q, %v", text, err)
+	}
+
+	for _, bad := range []struct{ args, want string }{
+		{"place --data-site nowhere", `site "nowhere" is not in the directory`},
+		{"place --data-site psc --software cryosparc", `--software "cryosparc" is not NAME=VERSION`},
+		{"compute --gpus -1", "--gpus -1 is negative"},
+		{"compute --near Bad_Site", `site name "Bad_Site" is not valid`},
+	} {
+		if _, err := cli(strings.Fields(bad.args)...); err == nil || !strings.Contains(errorLine(err), bad.want) {
+			t.Errorf("labfed %s = %v, want an error containing %q", bad.args, err, bad.want)
+		}
+	}
+}
+
+// TestSimCoords runs labfed sim coords over the demo's topology.
+func TestSimCoords(t *testing.T) {
+	out, _, err := runCLI("sim", "coords", "--topology", filepath.Join("..", "..", "testdata", "topologies", "three-sites.yaml"), "--duration", "3s", "--json")
+	if err != nil {
+		t.Fatal(errorLine(err))
+	}
+	var res simResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	if res.Sites != 3 || res.Pairs != 3 || res.MedianRelError > 0.5 || res.P90RelError < res.MedianRelError || res.NearestHitRate < 0 || res.NearestHitRate > 1 {
+		t.Errorf("sim coords = %+v", res)
+	}
+	for _, k := range []string{"median_rel_error", "p90_rel_error", "nearest_hit_rate"} {
+		if !strings.Contains(out, `"`+k+`"`) {
+			t.Errorf("sim coords --json lacks %s", k)
+		}
+	}
+}
+
+// TestTopologies loads every shipped topology.
+func TestTopologies(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "topologies", "*.yaml"))
+	if len(files) < 2 {
+		t.Fatalf("topologies: %v", files)
+	}
+	for _, f := range files {
+		if _, err := wansim.LoadTopology(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("..", "..", "testdata", "topologies", "us-research.yaml")); err != nil {
+		t.Error(err)
+	}
+}
