@@ -682,6 +682,26 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			}
 			return fmt.Sprintf("stopped %s; added user %s in %s while a new leader was elected", stopped, u.GetName(), time.Since(start).Round(time.Millisecond)), nil
 		}},
+		{"the stopped site's offers are shown as unreachable elsewhere", func() (string, error) {
+			i := f.index(stopped)
+			site := f.cfgs[i].Site
+			watcher := clients[(i+1)%len(clients)]
+			for {
+				r, err := watcher.Discovery.ListCompute(ctx, &pb.ListComputeRequest{})
+				if err != nil {
+					return "", err
+				}
+				for _, t := range r.GetTargets() {
+					if t.GetSite() == site && t.GetStatus() == broker.StatusUnreachable {
+						return fmt.Sprintf("%s: %s", t.GetId(), t.GetStatus()), nil
+					}
+				}
+				if ctx.Err() != nil {
+					return "", fmt.Errorf("%s's targets never became unreachable: %v", site, r.GetTargets())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}},
 		{"the stopped node restarts from its data and catches up", func() (string, error) {
 			i := f.index(stopped)
 			n, err := node.Start(ctx, node.Options{Config: f.cfgs[i], DevInsecure: f.insecure, Logger: f.log})
@@ -699,6 +719,30 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			}
 			h, err := sameHash(ctx, clients)
 			return fmt.Sprintf("%s sees user %s; %s", stopped, u.GetName(), h), err
+		}},
+		{"the restarted site's offers are back everywhere", func() (string, error) {
+			site := f.cfgs[f.index(stopped)].Site
+			start := time.Now()
+			for _, cl := range clients {
+				for {
+					r, err := cl.Discovery.ListCompute(ctx, &pb.ListComputeRequest{})
+					if err != nil {
+						return "", err
+					}
+					back := false
+					for _, t := range r.GetTargets() {
+						back = back || (t.GetSite() == site && t.GetStatus() == broker.StatusAvailable)
+					}
+					if back {
+						break
+					}
+					if ctx.Err() != nil {
+						return "", fmt.Errorf("%s's targets did not come back: %v", site, r.GetTargets())
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			return fmt.Sprintf("%s available on all %d nodes %s after the catch-up", site, len(clients), time.Since(start).Round(time.Millisecond)), nil
 		}},
 	}
 	if !f.insecure {
