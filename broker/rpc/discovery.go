@@ -2,7 +2,11 @@ package rpc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"maps"
+	"slices"
 	"strings"
 
 	"github.com/labfed/labfed/broker"
@@ -129,6 +133,49 @@ func (s *Server) Place(ctx context.Context, r *pb.PlaceRequest) (*pb.PlaceRespon
 	}
 	for _, e := range excluded {
 		resp.Excluded = append(resp.Excluded, &pb.Excluded{Target: e.Target, Reason: e.Reason})
+	}
+	return resp, nil
+}
+
+// KeyResult is the outcome of a gossip key operation across the members.
+type KeyResult struct {
+	Members, Acked int
+	// Failed says, per member, why it did not apply the change.
+	Failed map[string]string
+}
+
+// GossipKeyring rotates the gossip encryption key (see gossip.Node).
+type GossipKeyring interface {
+	KeyOp(op string, key []byte) (KeyResult, error)
+	Keys() [][]byte
+}
+
+func (s *Server) GossipKeys(_ context.Context, r *pb.GossipKeysRequest) (*pb.GossipKeysResponse, error) {
+	if s.cfg.GossipKeys == nil {
+		return nil, broker.Errorf(broker.ErrPrecondition, "this broker's gossip is not encrypted (development mode); there are no keys to rotate")
+	}
+	resp := &pb.GossipKeysResponse{}
+	switch r.GetOp() {
+	case "list":
+	case "install", "use", "remove":
+		key, err := base64.StdEncoding.DecodeString(r.GetKey())
+		if err != nil || (len(key) != 16 && len(key) != 24 && len(key) != 32) {
+			return nil, broker.Errorf(broker.ErrInvalid, "the key must be base64 of 16, 24 or 32 bytes (labfed gossip keygen FILE writes one)")
+		}
+		res, err := s.cfg.GossipKeys.KeyOp(r.GetOp(), key)
+		resp.Members, resp.Acked = uint32(res.Members), uint32(res.Acked)
+		for _, m := range slices.Sorted(maps.Keys(res.Failed)) {
+			resp.Failed = append(resp.Failed, m+": "+res.Failed[m])
+		}
+		if err != nil && res.Members == 0 {
+			return nil, broker.Errorf(broker.ErrPrecondition, "%s key: %v", r.GetOp(), err)
+		}
+	default:
+		return nil, broker.Errorf(broker.ErrInvalid, "unknown key operation %q; use install, use, remove or list", r.GetOp())
+	}
+	for _, k := range s.cfg.GossipKeys.Keys() {
+		sum := sha256.Sum256(k)
+		resp.Fingerprints = append(resp.Fingerprints, hex.EncodeToString(sum[:8]))
 	}
 	return resp, nil
 }

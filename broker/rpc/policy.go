@@ -111,6 +111,7 @@ var policy = map[string]rule{
 	pb.DiscoveryService_ListInstruments_FullMethodName: {},
 	pb.DiscoveryService_ListCompute_FullMethodName:     {},
 	pb.DiscoveryService_Place_FullMethodName:           {},
+	pb.DiscoveryService_GossipKeys_FullMethodName:      {check: coordinatorOnly("rotate the gossip key")},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

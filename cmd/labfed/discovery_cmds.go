@@ -252,7 +252,7 @@ func gossipCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "gossip",
 		Usage: "manage the federation's gossip encryption",
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{gossipKeysCommand(), {
 			Name:      "keygen",
 			Usage:     "write a new gossip keyring FILE (one fresh AES-256 key, mode 0600) for gossip.keyring",
 			ArgsUsage: "FILE",
@@ -269,4 +269,67 @@ func gossipCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// gossipKeysCommand rotates the gossip key the way Serf's keyring command
+// does: install the new key everywhere, make it the primary, remove the old.
+func gossipKeysCommand() *cli.Command {
+	op := func(name, usage string) *cli.Command {
+		return &cli.Command{
+			Name:      name,
+			Usage:     usage,
+			ArgsUsage: "KEY",
+			Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+				key, err := oneArg(c, "base64 KEY")
+				if err != nil {
+					return err
+				}
+				return printKeys(c, cl, ctx, name, key)
+			}),
+		}
+	}
+	return &cli.Command{
+		Name:  "keys",
+		Usage: "rotate the gossip encryption key without downtime (coordinators)",
+		Description: "Rotation: labfed gossip keys install NEW on one broker (it tells every member),\n" +
+			"then labfed gossip keys use NEW, then labfed gossip keys remove OLD. Each member\n" +
+			"applies the change and rewrites its gossip.keyring file, so restarts keep it.",
+		Subcommands: []*cli.Command{
+			op("install", "add a key every member accepts (still encrypting with the primary)"),
+			op("use", "make an installed key the primary that encrypts"),
+			op("remove", "remove a key that is not the primary"),
+			{
+				Name:  "list",
+				Usage: "show the fingerprints of the answering broker's keys, the primary first",
+				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					return printKeys(c, cl, ctx, "list", "")
+				}),
+			},
+		},
+	}
+}
+
+func printKeys(c *cli.Context, cl *client.Client, ctx context.Context, op, key string) error {
+	resp, err := cl.Discovery.GossipKeys(ctx, &pb.GossipKeysRequest{Op: op, Key: key})
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if op != "list" {
+		fmt.Fprintf(w, "%s: %d of %d members applied it\n", op, resp.GetAcked(), resp.GetMembers())
+		for _, f := range resp.GetFailed() {
+			fmt.Fprintf(w, "  not applied by %s\n", f)
+		}
+	}
+	for i, fp := range resp.GetFingerprints() {
+		role := ""
+		if i == 0 {
+			role = " (primary)"
+		}
+		fmt.Fprintf(w, "key %s%s\n", fp, role)
+	}
+	if len(resp.GetFailed()) > 0 {
+		return fmt.Errorf("%d member(s) did not apply the %s; repeat it once they are back", len(resp.GetFailed()), op)
+	}
+	return nil
 }

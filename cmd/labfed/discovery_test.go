@@ -108,6 +108,42 @@ func TestDiscoveryCommands(t *testing.T) {
 		t.Errorf("place = %q, %v", text, err)
 	}
 
+	t.Run("gossip key rotation", func(t *testing.T) {
+		keyring := filepath.Join(dir, "ca", "gossip.keys")
+		oldKeys, err := os.ReadFile(keyring)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldKey := strings.TrimSpace(strings.Split(strings.TrimSpace(string(oldKeys)), "\n")[1])
+		newFile := filepath.Join(t.TempDir(), "new.keys")
+		if _, err := cli("gossip", "keygen", newFile); err != nil {
+			t.Fatal(errorLine(err))
+		}
+		b, _ := os.ReadFile(newFile)
+		newKey := strings.TrimSpace(strings.Split(strings.TrimSpace(string(b)), "\n")[1])
+		for _, step := range [][]string{{"install", newKey}, {"use", newKey}, {"remove", oldKey}} {
+			out, err := cli(append([]string{"gossip", "keys"}, step...)...)
+			if err != nil || !strings.Contains(out, "3 of 3 members applied it") {
+				t.Fatalf("gossip keys %s = %q, %v", step[0], out, err)
+			}
+		}
+		out, err := cli("gossip", "keys", "list")
+		if err != nil || strings.Count(out, "key ") != 1 {
+			t.Errorf("gossip keys list after rotation = %q, %v", out, err)
+		}
+		// The members rewrote their keyring file: only the new key is left.
+		if b, _ := os.ReadFile(keyring); !strings.Contains(string(b), newKey) || strings.Contains(string(b), oldKey) {
+			t.Errorf("keyring file after rotation:\n%s", b)
+		}
+		out, err = cli("members", "--json")
+		if err != nil || strings.Count(out, `"alive"`) != 3 {
+			t.Errorf("members after rotation = %s, %v", out, err)
+		}
+		if _, err := cli("gossip", "keys", "use", "bm90IGEga2V5"); err == nil || !strings.Contains(errorLine(err), "must be base64 of 16, 24 or 32 bytes") {
+			t.Errorf("gossip keys use with a bad key = %v", err)
+		}
+	})
+
 	for _, bad := range []struct{ args, want string }{
 		{"place --data-site nowhere", `site "nowhere" is not in the directory`},
 		{"place --data-site psc --software cryosparc", `--software "cryosparc" is not NAME=VERSION`},

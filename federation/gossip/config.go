@@ -50,6 +50,10 @@ type Config struct {
 	// is remembered and retried (default 24h).
 	ReconnectInterval time.Duration
 	ReconnectTimeout  time.Duration
+	// KeysChanged, when set, is called with the whole keyring (primary
+	// first) after a key operation changed it, locally or by a member's
+	// broadcast, so the node can persist it and restart with it.
+	KeysChanged func(keys [][]byte)
 
 	// Logger receives the node's and memberlist's logs (default
 	// slog.Default()).

@@ -142,15 +142,21 @@ func (n *Node) applyKeyOp(op string, key []byte) error {
 	if n.keyring == nil {
 		return ErrPlaintext
 	}
+	var err error
 	switch op {
 	case opInstall:
-		return n.keyring.AddKey(key)
+		err = n.keyring.AddKey(key)
 	case opUse:
-		return n.keyring.UseKey(key)
+		err = n.keyring.UseKey(key)
 	case opRemove:
-		return n.keyring.RemoveKey(key)
+		err = n.keyring.RemoveKey(key)
+	default:
+		return fmt.Errorf("unknown key operation %q", op)
 	}
-	return fmt.Errorf("unknown key operation %q", op)
+	if err == nil && n.cfg.KeysChanged != nil {
+		n.cfg.KeysChanged(n.Keys())
+	}
+	return err
 }
 
 // handleKeyOp applies a member's request and answers it. It runs on the

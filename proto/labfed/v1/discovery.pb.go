@@ -853,6 +853,132 @@ func (x *PlaceResponse) GetExcluded() []*Excluded {
 	return nil
 }
 
+type GossipKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// install, use, remove or list.
+	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	// The key, base64 (16, 24 or 32 bytes); not for list.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeysRequest) Reset() {
+	*x = GossipKeysRequest{}
+	mi := &file_labfed_v1_discovery_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeysRequest) ProtoMessage() {}
+
+func (x *GossipKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_discovery_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeysRequest.ProtoReflect.Descriptor instead.
+func (*GossipKeysRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GossipKeysRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *GossipKeysRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type GossipKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Live members asked and how many applied the change, this node included.
+	Members uint32 `protobuf:"varint,1,opt,name=members,proto3" json:"members,omitempty"`
+	Acked   uint32 `protobuf:"varint,2,opt,name=acked,proto3" json:"acked,omitempty"`
+	// "member: why" for each member that refused or did not answer.
+	Failed []string `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
+	// SHA-256 fingerprints (first 8 bytes, hex) of this node's keys, the
+	// primary first. Keys themselves are never shown.
+	Fingerprints  []string `protobuf:"bytes,4,rep,name=fingerprints,proto3" json:"fingerprints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeysResponse) Reset() {
+	*x = GossipKeysResponse{}
+	mi := &file_labfed_v1_discovery_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeysResponse) ProtoMessage() {}
+
+func (x *GossipKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_discovery_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeysResponse.ProtoReflect.Descriptor instead.
+func (*GossipKeysResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GossipKeysResponse) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *GossipKeysResponse) GetAcked() uint32 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *GossipKeysResponse) GetFailed() []string {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+func (x *GossipKeysResponse) GetFingerprints() []string {
+	if x != nil {
+		return x.Fingerprints
+	}
+	return nil
+}
+
 var File_labfed_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_labfed_v1_discovery_proto_rawDesc = "" +
@@ -927,12 +1053,22 @@ const file_labfed_v1_discovery_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"n\n" +
 	"\rPlaceResponse\x12,\n" +
 	"\x06ranked\x18\x01 \x03(\v2\x14.labfed.v1.PlacementR\x06ranked\x12/\n" +
-	"\bexcluded\x18\x02 \x03(\v2\x13.labfed.v1.ExcludedR\bexcluded2\xc4\x02\n" +
+	"\bexcluded\x18\x02 \x03(\v2\x13.labfed.v1.ExcludedR\bexcluded\"5\n" +
+	"\x11GossipKeysRequest\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\x80\x01\n" +
+	"\x12GossipKeysResponse\x12\x18\n" +
+	"\amembers\x18\x01 \x01(\rR\amembers\x12\x14\n" +
+	"\x05acked\x18\x02 \x01(\rR\x05acked\x12\x16\n" +
+	"\x06failed\x18\x03 \x03(\tR\x06failed\x12\"\n" +
+	"\ffingerprints\x18\x04 \x03(\tR\ffingerprints2\x8f\x03\n" +
 	"\x10DiscoveryService\x12L\n" +
 	"\vListMembers\x12\x1d.labfed.v1.ListMembersRequest\x1a\x1e.labfed.v1.ListMembersResponse\x12X\n" +
 	"\x0fListInstruments\x12!.labfed.v1.ListInstrumentsRequest\x1a\".labfed.v1.ListInstrumentsResponse\x12L\n" +
 	"\vListCompute\x12\x1d.labfed.v1.ListComputeRequest\x1a\x1e.labfed.v1.ListComputeResponse\x12:\n" +
-	"\x05Place\x12\x17.labfed.v1.PlaceRequest\x1a\x18.labfed.v1.PlaceResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
+	"\x05Place\x12\x17.labfed.v1.PlaceRequest\x1a\x18.labfed.v1.PlaceResponse\x12I\n" +
+	"\n" +
+	"GossipKeys\x12\x1c.labfed.v1.GossipKeysRequest\x1a\x1d.labfed.v1.GossipKeysResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
 
 var (
 	file_labfed_v1_discovery_proto_rawDescOnce sync.Once
@@ -946,7 +1082,7 @@ func file_labfed_v1_discovery_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_discovery_proto_rawDescData
 }
 
-var file_labfed_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_labfed_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_labfed_v1_discovery_proto_goTypes = []any{
 	(*Member)(nil),                  // 0: labfed.v1.Member
 	(*ListMembersRequest)(nil),      // 1: labfed.v1.ListMembersRequest
@@ -961,29 +1097,33 @@ var file_labfed_v1_discovery_proto_goTypes = []any{
 	(*Placement)(nil),               // 10: labfed.v1.Placement
 	(*Excluded)(nil),                // 11: labfed.v1.Excluded
 	(*PlaceResponse)(nil),           // 12: labfed.v1.PlaceResponse
-	nil,                             // 13: labfed.v1.ComputeTarget.SoftwareEntry
-	nil,                             // 14: labfed.v1.ListComputeRequest.SoftwareEntry
-	nil,                             // 15: labfed.v1.PlaceRequest.SoftwareEntry
+	(*GossipKeysRequest)(nil),       // 13: labfed.v1.GossipKeysRequest
+	(*GossipKeysResponse)(nil),      // 14: labfed.v1.GossipKeysResponse
+	nil,                             // 15: labfed.v1.ComputeTarget.SoftwareEntry
+	nil,                             // 16: labfed.v1.ListComputeRequest.SoftwareEntry
+	nil,                             // 17: labfed.v1.PlaceRequest.SoftwareEntry
 }
 var file_labfed_v1_discovery_proto_depIdxs = []int32{
 	0,  // 0: labfed.v1.ListMembersResponse.members:type_name -> labfed.v1.Member
 	3,  // 1: labfed.v1.ListInstrumentsResponse.instruments:type_name -> labfed.v1.Instrument
-	13, // 2: labfed.v1.ComputeTarget.software:type_name -> labfed.v1.ComputeTarget.SoftwareEntry
-	14, // 3: labfed.v1.ListComputeRequest.software:type_name -> labfed.v1.ListComputeRequest.SoftwareEntry
+	15, // 2: labfed.v1.ComputeTarget.software:type_name -> labfed.v1.ComputeTarget.SoftwareEntry
+	16, // 3: labfed.v1.ListComputeRequest.software:type_name -> labfed.v1.ListComputeRequest.SoftwareEntry
 	6,  // 4: labfed.v1.ListComputeResponse.targets:type_name -> labfed.v1.ComputeTarget
-	15, // 5: labfed.v1.PlaceRequest.software:type_name -> labfed.v1.PlaceRequest.SoftwareEntry
+	17, // 5: labfed.v1.PlaceRequest.software:type_name -> labfed.v1.PlaceRequest.SoftwareEntry
 	10, // 6: labfed.v1.PlaceResponse.ranked:type_name -> labfed.v1.Placement
 	11, // 7: labfed.v1.PlaceResponse.excluded:type_name -> labfed.v1.Excluded
 	1,  // 8: labfed.v1.DiscoveryService.ListMembers:input_type -> labfed.v1.ListMembersRequest
 	4,  // 9: labfed.v1.DiscoveryService.ListInstruments:input_type -> labfed.v1.ListInstrumentsRequest
 	7,  // 10: labfed.v1.DiscoveryService.ListCompute:input_type -> labfed.v1.ListComputeRequest
 	9,  // 11: labfed.v1.DiscoveryService.Place:input_type -> labfed.v1.PlaceRequest
-	2,  // 12: labfed.v1.DiscoveryService.ListMembers:output_type -> labfed.v1.ListMembersResponse
-	5,  // 13: labfed.v1.DiscoveryService.ListInstruments:output_type -> labfed.v1.ListInstrumentsResponse
-	8,  // 14: labfed.v1.DiscoveryService.ListCompute:output_type -> labfed.v1.ListComputeResponse
-	12, // 15: labfed.v1.DiscoveryService.Place:output_type -> labfed.v1.PlaceResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
+	13, // 12: labfed.v1.DiscoveryService.GossipKeys:input_type -> labfed.v1.GossipKeysRequest
+	2,  // 13: labfed.v1.DiscoveryService.ListMembers:output_type -> labfed.v1.ListMembersResponse
+	5,  // 14: labfed.v1.DiscoveryService.ListInstruments:output_type -> labfed.v1.ListInstrumentsResponse
+	8,  // 15: labfed.v1.DiscoveryService.ListCompute:output_type -> labfed.v1.ListComputeResponse
+	12, // 16: labfed.v1.DiscoveryService.Place:output_type -> labfed.v1.PlaceResponse
+	14, // 17: labfed.v1.DiscoveryService.GossipKeys:output_type -> labfed.v1.GossipKeysResponse
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1000,7 +1140,7 @@ func file_labfed_v1_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_discovery_proto_rawDesc), len(file_labfed_v1_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

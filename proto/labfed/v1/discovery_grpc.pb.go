@@ -26,6 +26,7 @@ const (
 	DiscoveryService_ListInstruments_FullMethodName = "/labfed.v1.DiscoveryService/ListInstruments"
 	DiscoveryService_ListCompute_FullMethodName     = "/labfed.v1.DiscoveryService/ListCompute"
 	DiscoveryService_Place_FullMethodName           = "/labfed.v1.DiscoveryService/Place"
+	DiscoveryService_GossipKeys_FullMethodName      = "/labfed.v1.DiscoveryService/GossipKeys"
 )
 
 // DiscoveryServiceClient is the client API for DiscoveryService service.
@@ -39,6 +40,10 @@ type DiscoveryServiceClient interface {
 	ListInstruments(ctx context.Context, in *ListInstrumentsRequest, opts ...grpc.CallOption) (*ListInstrumentsResponse, error)
 	ListCompute(ctx context.Context, in *ListComputeRequest, opts ...grpc.CallOption) (*ListComputeResponse, error)
 	Place(ctx context.Context, in *PlaceRequest, opts ...grpc.CallOption) (*PlaceResponse, error)
+	// GossipKeys rotates the gossip encryption key across the federation
+	// without downtime: install the new key everywhere, use it, remove the
+	// old one. Coordinators only.
+	GossipKeys(ctx context.Context, in *GossipKeysRequest, opts ...grpc.CallOption) (*GossipKeysResponse, error)
 }
 
 type discoveryServiceClient struct {
@@ -89,6 +94,16 @@ func (c *discoveryServiceClient) Place(ctx context.Context, in *PlaceRequest, op
 	return out, nil
 }
 
+func (c *discoveryServiceClient) GossipKeys(ctx context.Context, in *GossipKeysRequest, opts ...grpc.CallOption) (*GossipKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GossipKeysResponse)
+	err := c.cc.Invoke(ctx, DiscoveryService_GossipKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DiscoveryServiceServer is the server API for DiscoveryService service.
 // All implementations must embed UnimplementedDiscoveryServiceServer
 // for forward compatibility.
@@ -100,6 +115,10 @@ type DiscoveryServiceServer interface {
 	ListInstruments(context.Context, *ListInstrumentsRequest) (*ListInstrumentsResponse, error)
 	ListCompute(context.Context, *ListComputeRequest) (*ListComputeResponse, error)
 	Place(context.Context, *PlaceRequest) (*PlaceResponse, error)
+	// GossipKeys rotates the gossip encryption key across the federation
+	// without downtime: install the new key everywhere, use it, remove the
+	// old one. Coordinators only.
+	GossipKeys(context.Context, *GossipKeysRequest) (*GossipKeysResponse, error)
 	mustEmbedUnimplementedDiscoveryServiceServer()
 }
 
@@ -121,6 +140,9 @@ func (UnimplementedDiscoveryServiceServer) ListCompute(context.Context, *ListCom
 }
 func (UnimplementedDiscoveryServiceServer) Place(context.Context, *PlaceRequest) (*PlaceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Place not implemented")
+}
+func (UnimplementedDiscoveryServiceServer) GossipKeys(context.Context, *GossipKeysRequest) (*GossipKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GossipKeys not implemented")
 }
 func (UnimplementedDiscoveryServiceServer) mustEmbedUnimplementedDiscoveryServiceServer() {}
 func (UnimplementedDiscoveryServiceServer) testEmbeddedByValue()                          {}
@@ -215,6 +237,24 @@ func _DiscoveryService_Place_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DiscoveryService_GossipKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GossipKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiscoveryServiceServer).GossipKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DiscoveryService_GossipKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiscoveryServiceServer).GossipKeys(ctx, req.(*GossipKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DiscoveryService_ServiceDesc is the grpc.ServiceDesc for DiscoveryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -237,6 +277,10 @@ var DiscoveryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Place",
 			Handler:    _DiscoveryService_Place_Handler,
+		},
+		{
+			MethodName: "GossipKeys",
+			Handler:    _DiscoveryService_GossipKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -285,6 +285,9 @@ func matrix() []call {
 			return ignore(pb.NewDiscoveryServiceClient(c).Place(ctx, &pb.PlaceRequest{DataSite: "rutgers", Gpus: 1}))
 		}},
 
+		{method: "GossipKeys", allowed: coordOK, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewDiscoveryServiceClient(c).GossipKeys(ctx, &pb.GossipKeysRequest{Op: "list"}))
+		}},
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))
 		}},

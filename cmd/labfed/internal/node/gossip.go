@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/rpc"
 	"github.com/labfed/labfed/federation/gossip"
 	"github.com/labfed/labfed/federation/placement"
 	"github.com/labfed/labfed/federation/replica"
@@ -67,6 +68,7 @@ func startGossip(c *Config, dev bool, log *slog.Logger, tune func(*gossip.Config
 		if gc.Keys, err = ReadGossipKeyring(c.Gossip.Keyring); err != nil {
 			return nil, err
 		}
+		gc.KeysChanged = func(keys [][]byte) { saveKeyring(c.Gossip.Keyring, keys, log) }
 	case dev:
 		gc.DevPlaintext = true
 		log.Warn("development mode: gossip is not encrypted; anyone on this host can read and inject offers")
@@ -225,4 +227,50 @@ func NewGossipKeyring(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// gossipKeys adapts the gossip keyring for the RPC layer.
+type gossipKeys struct{ g *gossip.Node }
+
+func (k gossipKeys) KeyOp(op string, key []byte) (rpc.KeyResult, error) {
+	var res gossip.KeyResult
+	var err error
+	switch op {
+	case "install":
+		res, err = k.g.InstallKey(key)
+	case "use":
+		res, err = k.g.UseKey(key)
+	case "remove":
+		res, err = k.g.RemoveKey(key)
+	default:
+		return rpc.KeyResult{}, fmt.Errorf("unknown key operation %q", op)
+	}
+	out := rpc.KeyResult{Members: res.Members, Acked: res.Acked, Failed: maps.Clone(res.Failed)}
+	for _, m := range res.Missing {
+		if out.Failed == nil {
+			out.Failed = map[string]string{}
+		}
+		out.Failed[m] = "did not answer in time; repeat the operation (it is safe to)"
+	}
+	return out, err
+}
+
+func (k gossipKeys) Keys() [][]byte { return k.g.Keys() }
+
+// saveKeyring rewrites the keyring file after a rotation step, atomically
+// and with mode 0600, so the node restarts with the keys the federation
+// now uses.
+func saveKeyring(path string, keys [][]byte, log *slog.Logger) {
+	text := "# labfed gossip keyring: base64 AES keys, one per line; the first encrypts.\n"
+	for _, k := range keys {
+		text += base64.StdEncoding.EncodeToString(k) + "\n"
+	}
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, []byte(text), 0o600)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		log.Error("could not save the rotated gossip keyring; this node will restart with its old keys", "file", path, "err", err)
+	}
 }

@@ -187,6 +187,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		Login:     rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
 		Discovery: discovery{gsp},
 	}
+	if c.Gossip.Keyring != "" {
+		rc.GossipKeys = gossipKeys{gsp}
+	}
 	var gopts []grpc.ServerOption
 	dial := dialInsecure
 	if bundle != nil {
