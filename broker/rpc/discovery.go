@@ -179,3 +179,43 @@ func (s *Server) GossipKeys(_ context.Context, r *pb.GossipKeysRequest) (*pb.Gos
 	}
 	return resp, nil
 }
+
+// StatusChange is a change to one item of this site's offer; nil fields
+// stay as they are.
+type StatusChange struct {
+	ID         string
+	Status     *string
+	GPUsFree   *int
+	QueueWaitS *float64
+}
+
+// OfferReporter changes this node's own offer.
+type OfferReporter interface {
+	Site() string
+	Report(StatusChange) error
+}
+
+func (s *Server) ReportStatus(ctx context.Context, r *pb.ReportStatusRequest) (*pb.ReportStatusResponse, error) {
+	if s.cfg.Reporter == nil {
+		return nil, broker.Errorf(broker.ErrPrecondition, "this broker runs without gossip; it offers nothing to change")
+	}
+	site, _, ok := strings.Cut(r.GetId(), "/")
+	if !ok {
+		return nil, broker.Errorf(broker.ErrInvalid, "%q is not SITE/NAME of an instrument or compute target", r.GetId())
+	}
+	if site != s.cfg.Reporter.Site() {
+		return nil, broker.Errorf(broker.ErrPrecondition, "%s is offered by site %s; report its status to a broker of %s, not of %s", r.GetId(), site, site, s.cfg.Reporter.Site())
+	}
+	c := StatusChange{ID: r.GetId(), Status: r.Status, QueueWaitS: r.QueueWaitS}
+	if r.GpusFree != nil {
+		n := int(r.GetGpusFree())
+		c.GPUsFree = &n
+	}
+	if c.Status == nil && c.GPUsFree == nil && c.QueueWaitS == nil {
+		return nil, broker.Errorf(broker.ErrInvalid, "nothing to change for %s; give --status, --gpus-free or --queue-wait", r.GetId())
+	}
+	if err := s.cfg.Reporter.Report(c); err != nil {
+		return nil, err
+	}
+	return &pb.ReportStatusResponse{}, nil
+}

@@ -112,6 +112,13 @@ var policy = map[string]rule{
 	pb.DiscoveryService_ListCompute_FullMethodName:     {},
 	pb.DiscoveryService_Place_FullMethodName:           {},
 	pb.DiscoveryService_GossipKeys_FullMethodName:      {check: coordinatorOnly("rotate the gossip key")},
+	pb.DiscoveryService_ReportStatus_FullMethodName: {check: func(_ *Server, _ context.Context, p *Principal, req any) error {
+		site, _, _ := strings.Cut(req.(*pb.ReportStatusRequest).GetId(), "/")
+		if !p.AdminOf(site) && !p.AgentOf(site) {
+			return denied(p, "change what site "+site+" offers", "the site's agent, site-admin:"+site+" or coordinator")
+		}
+		return nil
+	}},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

@@ -62,6 +62,8 @@ type Config struct {
 	Login LoginConfig
 	// Discovery is the node's gossip view; nil when it runs without one.
 	Discovery Discovery
+	// Reporter changes this site's offer; nil without gossip.
+	Reporter OfferReporter
 	// GossipKeys rotates the gossip key; nil without encrypted gossip.
 	GossipKeys GossipKeyring
 	// Dial opens a connection to another broker for forwarding.

@@ -543,6 +543,33 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			}
 			return strings.Join(ids, ", "), nil
 		}},
+		{"the first site puts its microscope into maintenance; every site sees it", func() (string, error) {
+			st := broker.StatusMaintenance
+			id := f.cfgs[0].Site + "/krios-g4"
+			start := time.Now()
+			if _, err := clients[0].Discovery.ReportStatus(ctx, &pb.ReportStatusRequest{Id: id, Status: &st}); err != nil {
+				return "", err
+			}
+			for _, cl := range clients {
+				for {
+					r, err := cl.Discovery.ListInstruments(ctx, &pb.ListInstrumentsRequest{Status: st})
+					if err != nil {
+						return "", err
+					}
+					if len(r.GetInstruments()) == 1 {
+						break
+					}
+					if ctx.Err() != nil {
+						return "", fmt.Errorf("a node never showed %s in maintenance", id)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			took := time.Since(start)
+			st = broker.StatusAvailable
+			_, err := clients[0].Discovery.ReportStatus(ctx, &pb.ReportStatusRequest{Id: id, Status: &st})
+			return fmt.Sprintf("%s in maintenance on all %d nodes after %s; available again", id, len(clients), took.Round(time.Millisecond)), err
+		}},
 		{"analytics for data at the first site is placed, and the choice explained", func() (string, error) {
 			r, err := last.Discovery.Place(ctx, &pb.PlaceRequest{DataSite: f.cfgs[0].Site, Gpus: 2, Software: map[string]string{"cryosparc": "4.6.2"}})
 			if err != nil {

@@ -333,3 +333,44 @@ func printKeys(c *cli.Context, cl *client.Client, ctx context.Context, op, key s
 	}
 	return nil
 }
+
+func offerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "offer",
+		Usage: "change what this site offers (its agent does this as sessions and jobs come and go)",
+		Subcommands: []*cli.Command{{
+			Name:      "set",
+			Usage:     "set an instrument's or compute target's status, free GPUs or queue wait; gossip spreads it",
+			ArgsUsage: "SITE/NAME",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "status", Usage: "available, in_session, maintenance or offline"},
+				&cli.IntFlag{Name: "gpus-free", Usage: "free GPUs of a compute target"},
+				&cli.DurationFlag{Name: "queue-wait", Usage: "expected queue wait of a compute target, such as 10m"},
+			},
+			Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+				id, err := oneArg(c, "SITE/NAME")
+				if err != nil {
+					return err
+				}
+				req := &pb.ReportStatusRequest{Id: id}
+				if c.IsSet("status") {
+					v := c.String("status")
+					req.Status = &v
+				}
+				if c.IsSet("gpus-free") {
+					v := int32(c.Int("gpus-free"))
+					req.GpusFree = &v
+				}
+				if c.IsSet("queue-wait") {
+					v := c.Duration("queue-wait").Seconds()
+					req.QueueWaitS = &v
+				}
+				if _, err := cl.Discovery.ReportStatus(ctx, req); err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(c.App.Writer, "%s updated; every site sees it within seconds\n", id)
+				return err
+			}),
+		}},
+	}
+}

@@ -108,6 +108,25 @@ func TestDiscoveryCommands(t *testing.T) {
 		t.Errorf("place = %q, %v", text, err)
 	}
 
+	t.Run("a status change spreads", func(t *testing.T) {
+		if _, err := cli("offer", "set", "fabric-dc/cloudlet-gpu", "--gpus-free", "1", "--queue-wait", "90s"); err != nil {
+			t.Fatal(errorLine(err))
+		}
+		for _, n := range f.nodes {
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				out, _, err := runCLI("--addr", n.Addr(), "--ca", caCert, "--cert", admin+".crt", "--key", admin+".key", "compute", "--json")
+				if err == nil && strings.Contains(out, `"gpus_free": 1,`) && strings.Contains(out, `"queue_wait_s": 90`) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("node %s never saw the change: %s %v", n.Addr(), out, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+
 	t.Run("gossip key rotation", func(t *testing.T) {
 		keyring := filepath.Join(dir, "ca", "gossip.keys")
 		oldKeys, err := os.ReadFile(keyring)
@@ -149,6 +168,11 @@ func TestDiscoveryCommands(t *testing.T) {
 		{"place --data-site psc --software cryosparc", `--software "cryosparc" is not NAME=VERSION`},
 		{"compute --gpus -1", "--gpus -1 is negative"},
 		{"compute --near Bad_Site", `site name "Bad_Site" is not valid`},
+		{"offer set rutgers/krios-g4 --status maintenance", "report its status to a broker of rutgers, not of fabric-dc"},
+		{"offer set fabric-dc/nothing --status offline", "site fabric-dc offers nothing called fabric-dc/nothing"},
+		{"offer set fabric-dc/cloudlet-gpu --status broken", `status "broken" is not one of`},
+		{"offer set fabric-dc/cloudlet-gpu --gpus-free 9", "has 2 GPUs; 9 free is impossible"},
+		{"offer set fabric-dc/cloudlet-gpu", "nothing to change"},
 	} {
 		if _, err := cli(strings.Fields(bad.args)...); err == nil || !strings.Contains(errorLine(err), bad.want) {
 			t.Errorf("labfed %s = %v, want an error containing %q", bad.args, err, bad.want)

@@ -97,6 +97,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			instrumentsCommand(),
 			computeCommand(),
 			placeCommand(),
+			offerCommand(),
 			simCommand(),
 			gossipCommand(),
 			loginCommand(),

@@ -853,6 +853,113 @@ func (x *PlaceResponse) GetExcluded() []*Excluded {
 	return nil
 }
 
+// A change in what a site offers, reported by the site's agent (an
+// instrument going into session, GPUs freed) or its administrator
+// (maintenance). Unset fields stay as they are.
+type ReportStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // site/name of an instrument or compute target
+	Status        *string                `protobuf:"bytes,2,opt,name=status,proto3,oneof" json:"status,omitempty"`
+	GpusFree      *int32                 `protobuf:"varint,3,opt,name=gpus_free,json=gpusFree,proto3,oneof" json:"gpus_free,omitempty"`
+	QueueWaitS    *float64               `protobuf:"fixed64,4,opt,name=queue_wait_s,json=queueWaitS,proto3,oneof" json:"queue_wait_s,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatusRequest) Reset() {
+	*x = ReportStatusRequest{}
+	mi := &file_labfed_v1_discovery_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusRequest) ProtoMessage() {}
+
+func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_discovery_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReportStatusRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReportStatusRequest) GetStatus() string {
+	if x != nil && x.Status != nil {
+		return *x.Status
+	}
+	return ""
+}
+
+func (x *ReportStatusRequest) GetGpusFree() int32 {
+	if x != nil && x.GpusFree != nil {
+		return *x.GpusFree
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetQueueWaitS() float64 {
+	if x != nil && x.QueueWaitS != nil {
+		return *x.QueueWaitS
+	}
+	return 0
+}
+
+type ReportStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatusResponse) Reset() {
+	*x = ReportStatusResponse{}
+	mi := &file_labfed_v1_discovery_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusResponse) ProtoMessage() {}
+
+func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_discovery_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{14}
+}
+
 type GossipKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// install, use, remove or list.
@@ -865,7 +972,7 @@ type GossipKeysRequest struct {
 
 func (x *GossipKeysRequest) Reset() {
 	*x = GossipKeysRequest{}
-	mi := &file_labfed_v1_discovery_proto_msgTypes[13]
+	mi := &file_labfed_v1_discovery_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +984,7 @@ func (x *GossipKeysRequest) String() string {
 func (*GossipKeysRequest) ProtoMessage() {}
 
 func (x *GossipKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_discovery_proto_msgTypes[13]
+	mi := &file_labfed_v1_discovery_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +997,7 @@ func (x *GossipKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKeysRequest.ProtoReflect.Descriptor instead.
 func (*GossipKeysRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{13}
+	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GossipKeysRequest) GetOp() string {
@@ -923,7 +1030,7 @@ type GossipKeysResponse struct {
 
 func (x *GossipKeysResponse) Reset() {
 	*x = GossipKeysResponse{}
-	mi := &file_labfed_v1_discovery_proto_msgTypes[14]
+	mi := &file_labfed_v1_discovery_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1042,7 @@ func (x *GossipKeysResponse) String() string {
 func (*GossipKeysResponse) ProtoMessage() {}
 
 func (x *GossipKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_discovery_proto_msgTypes[14]
+	mi := &file_labfed_v1_discovery_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1055,7 @@ func (x *GossipKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKeysResponse.ProtoReflect.Descriptor instead.
 func (*GossipKeysResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{14}
+	return file_labfed_v1_discovery_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GossipKeysResponse) GetMembers() uint32 {
@@ -1053,7 +1160,18 @@ const file_labfed_v1_discovery_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"n\n" +
 	"\rPlaceResponse\x12,\n" +
 	"\x06ranked\x18\x01 \x03(\v2\x14.labfed.v1.PlacementR\x06ranked\x12/\n" +
-	"\bexcluded\x18\x02 \x03(\v2\x13.labfed.v1.ExcludedR\bexcluded\"5\n" +
+	"\bexcluded\x18\x02 \x03(\v2\x13.labfed.v1.ExcludedR\bexcluded\"\xb5\x01\n" +
+	"\x13ReportStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\x06status\x18\x02 \x01(\tH\x00R\x06status\x88\x01\x01\x12 \n" +
+	"\tgpus_free\x18\x03 \x01(\x05H\x01R\bgpusFree\x88\x01\x01\x12%\n" +
+	"\fqueue_wait_s\x18\x04 \x01(\x01H\x02R\n" +
+	"queueWaitS\x88\x01\x01B\t\n" +
+	"\a_statusB\f\n" +
+	"\n" +
+	"_gpus_freeB\x0f\n" +
+	"\r_queue_wait_s\"\x16\n" +
+	"\x14ReportStatusResponse\"5\n" +
 	"\x11GossipKeysRequest\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\"\x80\x01\n" +
@@ -1061,14 +1179,15 @@ const file_labfed_v1_discovery_proto_rawDesc = "" +
 	"\amembers\x18\x01 \x01(\rR\amembers\x12\x14\n" +
 	"\x05acked\x18\x02 \x01(\rR\x05acked\x12\x16\n" +
 	"\x06failed\x18\x03 \x03(\tR\x06failed\x12\"\n" +
-	"\ffingerprints\x18\x04 \x03(\tR\ffingerprints2\x8f\x03\n" +
+	"\ffingerprints\x18\x04 \x03(\tR\ffingerprints2\xe0\x03\n" +
 	"\x10DiscoveryService\x12L\n" +
 	"\vListMembers\x12\x1d.labfed.v1.ListMembersRequest\x1a\x1e.labfed.v1.ListMembersResponse\x12X\n" +
 	"\x0fListInstruments\x12!.labfed.v1.ListInstrumentsRequest\x1a\".labfed.v1.ListInstrumentsResponse\x12L\n" +
 	"\vListCompute\x12\x1d.labfed.v1.ListComputeRequest\x1a\x1e.labfed.v1.ListComputeResponse\x12:\n" +
 	"\x05Place\x12\x17.labfed.v1.PlaceRequest\x1a\x18.labfed.v1.PlaceResponse\x12I\n" +
 	"\n" +
-	"GossipKeys\x12\x1c.labfed.v1.GossipKeysRequest\x1a\x1d.labfed.v1.GossipKeysResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
+	"GossipKeys\x12\x1c.labfed.v1.GossipKeysRequest\x1a\x1d.labfed.v1.GossipKeysResponse\x12O\n" +
+	"\fReportStatus\x12\x1e.labfed.v1.ReportStatusRequest\x1a\x1f.labfed.v1.ReportStatusResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
 
 var (
 	file_labfed_v1_discovery_proto_rawDescOnce sync.Once
@@ -1082,7 +1201,7 @@ func file_labfed_v1_discovery_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_discovery_proto_rawDescData
 }
 
-var file_labfed_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_labfed_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_labfed_v1_discovery_proto_goTypes = []any{
 	(*Member)(nil),                  // 0: labfed.v1.Member
 	(*ListMembersRequest)(nil),      // 1: labfed.v1.ListMembersRequest
@@ -1097,33 +1216,37 @@ var file_labfed_v1_discovery_proto_goTypes = []any{
 	(*Placement)(nil),               // 10: labfed.v1.Placement
 	(*Excluded)(nil),                // 11: labfed.v1.Excluded
 	(*PlaceResponse)(nil),           // 12: labfed.v1.PlaceResponse
-	(*GossipKeysRequest)(nil),       // 13: labfed.v1.GossipKeysRequest
-	(*GossipKeysResponse)(nil),      // 14: labfed.v1.GossipKeysResponse
-	nil,                             // 15: labfed.v1.ComputeTarget.SoftwareEntry
-	nil,                             // 16: labfed.v1.ListComputeRequest.SoftwareEntry
-	nil,                             // 17: labfed.v1.PlaceRequest.SoftwareEntry
+	(*ReportStatusRequest)(nil),     // 13: labfed.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),    // 14: labfed.v1.ReportStatusResponse
+	(*GossipKeysRequest)(nil),       // 15: labfed.v1.GossipKeysRequest
+	(*GossipKeysResponse)(nil),      // 16: labfed.v1.GossipKeysResponse
+	nil,                             // 17: labfed.v1.ComputeTarget.SoftwareEntry
+	nil,                             // 18: labfed.v1.ListComputeRequest.SoftwareEntry
+	nil,                             // 19: labfed.v1.PlaceRequest.SoftwareEntry
 }
 var file_labfed_v1_discovery_proto_depIdxs = []int32{
 	0,  // 0: labfed.v1.ListMembersResponse.members:type_name -> labfed.v1.Member
 	3,  // 1: labfed.v1.ListInstrumentsResponse.instruments:type_name -> labfed.v1.Instrument
-	15, // 2: labfed.v1.ComputeTarget.software:type_name -> labfed.v1.ComputeTarget.SoftwareEntry
-	16, // 3: labfed.v1.ListComputeRequest.software:type_name -> labfed.v1.ListComputeRequest.SoftwareEntry
+	17, // 2: labfed.v1.ComputeTarget.software:type_name -> labfed.v1.ComputeTarget.SoftwareEntry
+	18, // 3: labfed.v1.ListComputeRequest.software:type_name -> labfed.v1.ListComputeRequest.SoftwareEntry
 	6,  // 4: labfed.v1.ListComputeResponse.targets:type_name -> labfed.v1.ComputeTarget
-	17, // 5: labfed.v1.PlaceRequest.software:type_name -> labfed.v1.PlaceRequest.SoftwareEntry
+	19, // 5: labfed.v1.PlaceRequest.software:type_name -> labfed.v1.PlaceRequest.SoftwareEntry
 	10, // 6: labfed.v1.PlaceResponse.ranked:type_name -> labfed.v1.Placement
 	11, // 7: labfed.v1.PlaceResponse.excluded:type_name -> labfed.v1.Excluded
 	1,  // 8: labfed.v1.DiscoveryService.ListMembers:input_type -> labfed.v1.ListMembersRequest
 	4,  // 9: labfed.v1.DiscoveryService.ListInstruments:input_type -> labfed.v1.ListInstrumentsRequest
 	7,  // 10: labfed.v1.DiscoveryService.ListCompute:input_type -> labfed.v1.ListComputeRequest
 	9,  // 11: labfed.v1.DiscoveryService.Place:input_type -> labfed.v1.PlaceRequest
-	13, // 12: labfed.v1.DiscoveryService.GossipKeys:input_type -> labfed.v1.GossipKeysRequest
-	2,  // 13: labfed.v1.DiscoveryService.ListMembers:output_type -> labfed.v1.ListMembersResponse
-	5,  // 14: labfed.v1.DiscoveryService.ListInstruments:output_type -> labfed.v1.ListInstrumentsResponse
-	8,  // 15: labfed.v1.DiscoveryService.ListCompute:output_type -> labfed.v1.ListComputeResponse
-	12, // 16: labfed.v1.DiscoveryService.Place:output_type -> labfed.v1.PlaceResponse
-	14, // 17: labfed.v1.DiscoveryService.GossipKeys:output_type -> labfed.v1.GossipKeysResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
+	15, // 12: labfed.v1.DiscoveryService.GossipKeys:input_type -> labfed.v1.GossipKeysRequest
+	13, // 13: labfed.v1.DiscoveryService.ReportStatus:input_type -> labfed.v1.ReportStatusRequest
+	2,  // 14: labfed.v1.DiscoveryService.ListMembers:output_type -> labfed.v1.ListMembersResponse
+	5,  // 15: labfed.v1.DiscoveryService.ListInstruments:output_type -> labfed.v1.ListInstrumentsResponse
+	8,  // 16: labfed.v1.DiscoveryService.ListCompute:output_type -> labfed.v1.ListComputeResponse
+	12, // 17: labfed.v1.DiscoveryService.Place:output_type -> labfed.v1.PlaceResponse
+	16, // 18: labfed.v1.DiscoveryService.GossipKeys:output_type -> labfed.v1.GossipKeysResponse
+	14, // 19: labfed.v1.DiscoveryService.ReportStatus:output_type -> labfed.v1.ReportStatusResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1134,13 +1257,14 @@ func file_labfed_v1_discovery_proto_init() {
 	if File_labfed_v1_discovery_proto != nil {
 		return
 	}
+	file_labfed_v1_discovery_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_discovery_proto_rawDesc), len(file_labfed_v1_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

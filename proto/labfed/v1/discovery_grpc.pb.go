@@ -27,6 +27,7 @@ const (
 	DiscoveryService_ListCompute_FullMethodName     = "/labfed.v1.DiscoveryService/ListCompute"
 	DiscoveryService_Place_FullMethodName           = "/labfed.v1.DiscoveryService/Place"
 	DiscoveryService_GossipKeys_FullMethodName      = "/labfed.v1.DiscoveryService/GossipKeys"
+	DiscoveryService_ReportStatus_FullMethodName    = "/labfed.v1.DiscoveryService/ReportStatus"
 )
 
 // DiscoveryServiceClient is the client API for DiscoveryService service.
@@ -44,6 +45,10 @@ type DiscoveryServiceClient interface {
 	// without downtime: install the new key everywhere, use it, remove the
 	// old one. Coordinators only.
 	GossipKeys(ctx context.Context, in *GossipKeysRequest, opts ...grpc.CallOption) (*GossipKeysResponse, error)
+	// ReportStatus changes this site's offer; it spreads by gossip. Only the
+	// site's agent, its administrators and coordinators, through a broker of
+	// that site.
+	ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error)
 }
 
 type discoveryServiceClient struct {
@@ -104,6 +109,16 @@ func (c *discoveryServiceClient) GossipKeys(ctx context.Context, in *GossipKeysR
 	return out, nil
 }
 
+func (c *discoveryServiceClient) ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportStatusResponse)
+	err := c.cc.Invoke(ctx, DiscoveryService_ReportStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DiscoveryServiceServer is the server API for DiscoveryService service.
 // All implementations must embed UnimplementedDiscoveryServiceServer
 // for forward compatibility.
@@ -119,6 +134,10 @@ type DiscoveryServiceServer interface {
 	// without downtime: install the new key everywhere, use it, remove the
 	// old one. Coordinators only.
 	GossipKeys(context.Context, *GossipKeysRequest) (*GossipKeysResponse, error)
+	// ReportStatus changes this site's offer; it spreads by gossip. Only the
+	// site's agent, its administrators and coordinators, through a broker of
+	// that site.
+	ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error)
 	mustEmbedUnimplementedDiscoveryServiceServer()
 }
 
@@ -143,6 +162,9 @@ func (UnimplementedDiscoveryServiceServer) Place(context.Context, *PlaceRequest)
 }
 func (UnimplementedDiscoveryServiceServer) GossipKeys(context.Context, *GossipKeysRequest) (*GossipKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GossipKeys not implemented")
+}
+func (UnimplementedDiscoveryServiceServer) ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
 }
 func (UnimplementedDiscoveryServiceServer) mustEmbedUnimplementedDiscoveryServiceServer() {}
 func (UnimplementedDiscoveryServiceServer) testEmbeddedByValue()                          {}
@@ -255,6 +277,24 @@ func _DiscoveryService_GossipKeys_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DiscoveryService_ReportStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiscoveryServiceServer).ReportStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DiscoveryService_ReportStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiscoveryServiceServer).ReportStatus(ctx, req.(*ReportStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DiscoveryService_ServiceDesc is the grpc.ServiceDesc for DiscoveryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -281,6 +321,10 @@ var DiscoveryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GossipKeys",
 			Handler:    _DiscoveryService_GossipKeys_Handler,
+		},
+		{
+			MethodName: "ReportStatus",
+			Handler:    _DiscoveryService_ReportStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

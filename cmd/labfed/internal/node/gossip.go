@@ -274,3 +274,77 @@ func saveKeyring(path string, keys [][]byte, log *slog.Logger) {
 		log.Error("could not save the rotated gossip keyring; this node will restart with its old keys", "file", path, "err", err)
 	}
 }
+
+// reporter changes this site's offer when its agent or administrator
+// reports a status change; gossip spreads it.
+type reporter struct {
+	site, node string
+	g          *gossip.Node
+}
+
+func (r reporter) Site() string { return r.site }
+
+var offerStatuses = []string{broker.StatusAvailable, broker.StatusInSession, broker.StatusMaintenance, broker.StatusOffline}
+
+func (r reporter) Report(c rpc.StatusChange) error {
+	if c.Status != nil && !slices.Contains(offerStatuses, *c.Status) {
+		return broker.Errorf(broker.ErrInvalid, "status %q is not one of %v", *c.Status, offerStatuses)
+	}
+	if c.QueueWaitS != nil && (*c.QueueWaitS < 0 || *c.QueueWaitS > 30*24*3600) {
+		return broker.Errorf(broker.ErrInvalid, "queue wait %.0fs is out of range", *c.QueueWaitS)
+	}
+	// Check the change on a copy first, so a refused one changes nothing
+	// (not even the offer's version).
+	for _, v := range r.g.Offers() {
+		if v.Node == r.node {
+			o := v.Offer
+			o.Instruments, o.Compute = slices.Clone(o.Instruments), slices.Clone(o.Compute)
+			if err := r.apply(&o, c); err != nil {
+				return err
+			}
+		}
+	}
+	var err error
+	if uerr := r.g.UpdateOffer(func(o *gossip.Offer) { err = r.apply(o, c) }); uerr != nil {
+		return uerr
+	}
+	return err
+}
+
+func (r reporter) apply(o *gossip.Offer, c rpc.StatusChange) error {
+	found := broker.Errorf(broker.ErrNotFound, "site %s offers nothing called %s; see labfed instruments and labfed compute", r.site, c.ID)
+	func() {
+		for i := range o.Instruments {
+			in := &o.Instruments[i]
+			if in.ID != c.ID {
+				continue
+			}
+			if c.GPUsFree != nil || c.QueueWaitS != nil {
+				found = broker.Errorf(broker.ErrInvalid, "%s is an instrument: only its status can change", c.ID)
+				return
+			}
+			in.Status, found = *c.Status, nil
+		}
+		for i := range o.Compute {
+			t := &o.Compute[i]
+			if t.ID != c.ID {
+				continue
+			}
+			if c.GPUsFree != nil && (*c.GPUsFree < 0 || *c.GPUsFree > t.GPUs) {
+				found = broker.Errorf(broker.ErrInvalid, "%s has %d GPUs; %d free is impossible", c.ID, t.GPUs, *c.GPUsFree)
+				return
+			}
+			if c.Status != nil {
+				t.Status = *c.Status
+			}
+			if c.GPUsFree != nil {
+				t.GPUsFree = *c.GPUsFree
+			}
+			if c.QueueWaitS != nil {
+				t.QueueWaitS = *c.QueueWaitS
+			}
+			found = nil
+		}
+	}()
+	return found
+}

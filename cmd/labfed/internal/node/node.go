@@ -186,6 +186,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		Logger:    log,
 		Login:     rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
 		Discovery: discovery{gsp},
+		Reporter:  reporter{site: c.Site, node: c.Node, g: gsp},
 	}
 	if c.Gossip.Keyring != "" {
 		rc.GossipKeys = gossipKeys{gsp}
