@@ -72,6 +72,10 @@ func (a *applier) apply(c *Command) (any, error) {
 		return a.createSession(c.CreateSession)
 	case c.RevokeSessions != nil:
 		return a.revokeSessions(c.RevokeSessions)
+	case c.PublishKey != nil:
+		return a.publishKey(c.PublishKey)
+	case c.RevokeKey != nil:
+		return a.revokeKey(c.RevokeKey)
 	}
 	return nil, broker.Errorf(broker.ErrInvalid, "empty directory command; this is a bug in the client that sent it")
 }

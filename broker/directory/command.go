@@ -33,6 +33,8 @@ type Command struct {
 	DeregisterNode *DeregisterNode `json:"deregister_node,omitempty"`
 	CreateSession  *CreateSession  `json:"create_session,omitempty"`
 	RevokeSessions *RevokeSessions `json:"revoke_sessions,omitempty"`
+	PublishKey     *PublishKey     `json:"publish_key,omitempty"`
+	RevokeKey      *RevokeKey      `json:"revoke_key,omitempty"`
 }
 
 // AddSite registers a site and its id ranges.

@@ -33,7 +33,7 @@ func Buckets() []string {
 	return []string{
 		bSites, bUsers, bEmails, bIdents, bProjects, bMemberOf, bGrants, bGrantsBySubject,
 		bAccounts, bAccountsByUser, bUIDs, bGIDs, bProjectGIDs, bUsernames, bNodes, bMeta,
-		bSessions, bSessionsByUser, bSessionExpiry, bLogins,
+		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer,
 	}
 }
 
@@ -58,6 +58,8 @@ const (
 	bSessionsByUser  = "sessions_by_user"
 	bSessionExpiry   = "session_expiry"
 	bLogins          = "logins"
+	bKeys            = "signing_keys"
+	bKeysByIssuer    = "signing_keys_by_issuer"
 )
 
 // SnapshotStore is a Store that can also copy out and replace its whole
