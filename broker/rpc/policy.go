@@ -100,6 +100,13 @@ var policy = map[string]rule{
 	})},
 	pb.DirectoryService_MapUser_FullMethodName: {check: checkMapUser},
 
+	// The trust bundle is public within the federation; a broker
+	// publishes its own key (PublishKey takes the issuer from the
+	// certificate); coordinators revoke.
+	pb.DirectoryService_ListKeys_FullMethodName:   {},
+	pb.DirectoryService_PublishKey_FullMethodName: {write: true, check: brokerOnly("publish signing keys")},
+	pb.DirectoryService_RevokeKey_FullMethodName:  {write: true, check: coordinatorOnly("revoke signing keys")},
+
 	pb.ClusterService_Join_FullMethodName:       {check: brokerOnly("join the federation")},
 	pb.ClusterService_RemovePeer_FullMethodName: {check: coordinatorOnly("remove Raft peers")},
 	pb.ClusterService_ListPeers_FullMethodName:  {},

@@ -108,6 +108,30 @@ func TestDiscoveryCommands(t *testing.T) {
 		t.Errorf("place = %q, %v", text, err)
 	}
 
+	t.Run("every broker's signing key is in the bundle", func(t *testing.T) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out, err := cli("keys", "list", "--json")
+			var keys []map[string]any
+			if err == nil {
+				decode(out, &keys)
+			}
+			active := 0
+			for _, k := range keys {
+				if k["status"] == "active" && k["kid"] != "" && k["issuer"] != "" && k["not_before"] != "" {
+					active++
+				}
+			}
+			if active == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("keys list = %s, %v; want 3 active keys", out, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	t.Run("a status change spreads", func(t *testing.T) {
 		if _, err := cli("offer", "set", "fabric-dc/cloudlet-gpu", "--gpus-free", "1", "--queue-wait", "90s"); err != nil {
 			t.Fatal(errorLine(err))

@@ -98,6 +98,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			computeCommand(),
 			placeCommand(),
 			offerCommand(),
+			keysCommand(),
 			simCommand(),
 			gossipCommand(),
 			loginCommand(),

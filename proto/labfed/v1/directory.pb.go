@@ -2009,6 +2009,290 @@ func (x *PinAccountRequest) GetUsername() string {
 	return ""
 }
 
+type SigningKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kid           string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	Issuer        string                 `protobuf:"bytes,2,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Public        []byte                 `protobuf:"bytes,3,opt,name=public,proto3" json:"public,omitempty"`
+	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"` // active, retiring, expired, revoked
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SigningKey) Reset() {
+	*x = SigningKey{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKey) ProtoMessage() {}
+
+func (x *SigningKey) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
+func (*SigningKey) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SigningKey) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *SigningKey) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *SigningKey) GetPublic() []byte {
+	if x != nil {
+		return x.Public
+	}
+	return nil
+}
+
+func (x *SigningKey) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *SigningKey) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *SigningKey) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *SigningKey) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListKeysRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*SigningKey          `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListKeysResponse) GetKeys() []*SigningKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type PublishKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kid           string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	Public        []byte                 `protobuf:"bytes,2,opt,name=public,proto3" json:"public,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishKeyRequest) Reset() {
+	*x = PublishKeyRequest{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishKeyRequest) ProtoMessage() {}
+
+func (x *PublishKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishKeyRequest.ProtoReflect.Descriptor instead.
+func (*PublishKeyRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PublishKeyRequest) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *PublishKeyRequest) GetPublic() []byte {
+	if x != nil {
+		return x.Public
+	}
+	return nil
+}
+
+type RevokeKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kid           string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RevokeKeyRequest) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type Peer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2021,7 +2305,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[32]
+	mi := &file_labfed_v1_directory_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2317,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[32]
+	mi := &file_labfed_v1_directory_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2330,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{32}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Peer) GetId() string {
@@ -2094,7 +2378,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[33]
+	mi := &file_labfed_v1_directory_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2390,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[33]
+	mi := &file_labfed_v1_directory_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2403,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{33}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2186,7 +2470,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[34]
+	mi := &file_labfed_v1_directory_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2482,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[34]
+	mi := &file_labfed_v1_directory_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2495,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{34}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{39}
 }
 
 type RemovePeerRequest struct {
@@ -2223,7 +2507,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[35]
+	mi := &file_labfed_v1_directory_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2519,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[35]
+	mi := &file_labfed_v1_directory_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2532,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{35}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -2266,7 +2550,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	mi := &file_labfed_v1_directory_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2562,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	mi := &file_labfed_v1_directory_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2575,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{36}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{41}
 }
 
 type ListPeersRequest struct {
@@ -2303,7 +2587,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	mi := &file_labfed_v1_directory_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2599,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	mi := &file_labfed_v1_directory_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2612,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{37}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListPeersRequest) GetRead() *ReadOptions {
@@ -2347,7 +2631,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[38]
+	mi := &file_labfed_v1_directory_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2643,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[38]
+	mi := &file_labfed_v1_directory_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2656,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{38}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -2390,7 +2674,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[39]
+	mi := &file_labfed_v1_directory_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2686,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[39]
+	mi := &file_labfed_v1_directory_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2699,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{39}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{44}
 }
 
 type StatusResponse struct {
@@ -2436,7 +2720,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[40]
+	mi := &file_labfed_v1_directory_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2732,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[40]
+	mi := &file_labfed_v1_directory_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2745,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{40}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -2528,7 +2812,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[41]
+	mi := &file_labfed_v1_directory_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2824,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[41]
+	mi := &file_labfed_v1_directory_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2837,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{41}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{46}
 }
 
 type SnapshotResponse struct {
@@ -2564,7 +2848,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[42]
+	mi := &file_labfed_v1_directory_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2860,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[42]
+	mi := &file_labfed_v1_directory_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2873,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{42}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{47}
 }
 
 var File_labfed_v1_directory_proto protoreflect.FileDescriptor
@@ -2742,7 +3026,27 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x10\n" +
 	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x04 \x01(\rR\x03gid\x12\x1a\n" +
-	"\busername\x18\x05 \x01(\tR\busername\"^\n" +
+	"\busername\x18\x05 \x01(\tR\busername\"\xf2\x01\n" +
+	"\n" +
+	"SigningKey\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
+	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x16\n" +
+	"\x06public\x18\x03 \x01(\fR\x06public\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x129\n" +
+	"\n" +
+	"not_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"=\n" +
+	"\x0fListKeysRequest\x12*\n" +
+	"\x04read\x18\x01 \x01(\v2\x16.labfed.v1.ReadOptionsR\x04read\"=\n" +
+	"\x10ListKeysResponse\x12)\n" +
+	"\x04keys\x18\x01 \x03(\v2\x15.labfed.v1.SigningKeyR\x04keys\"=\n" +
+	"\x11PublishKeyRequest\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
+	"\x06public\x18\x02 \x01(\fR\x06public\"<\n" +
+	"\x10RevokeKeyRequest\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"^\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
@@ -2778,7 +3082,7 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"state_hash\x18\b \x01(\tR\tstateHash\"\x11\n" +
 	"\x0fSnapshotRequest\"\x12\n" +
-	"\x10SnapshotResponse2\xfc\t\n" +
+	"\x10SnapshotResponse2\xc5\v\n" +
 	"\x10DirectoryService\x125\n" +
 	"\aAddSite\x12\x19.labfed.v1.AddSiteRequest\x1a\x0f.labfed.v1.Site\x12;\n" +
 	"\n" +
@@ -2805,7 +3109,11 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\fListAccounts\x12\x1e.labfed.v1.ListAccountsRequest\x1a\x1f.labfed.v1.ListAccountsResponse\x12>\n" +
 	"\n" +
 	"PinAccount\x12\x1c.labfed.v1.PinAccountRequest\x1a\x12.labfed.v1.Account\x12@\n" +
-	"\aMapUser\x12\x19.labfed.v1.MapUserRequest\x1a\x1a.labfed.v1.MapUserResponse2\xe0\x02\n" +
+	"\aMapUser\x12\x19.labfed.v1.MapUserRequest\x1a\x1a.labfed.v1.MapUserResponse\x12C\n" +
+	"\bListKeys\x12\x1a.labfed.v1.ListKeysRequest\x1a\x1b.labfed.v1.ListKeysResponse\x12A\n" +
+	"\n" +
+	"PublishKey\x12\x1c.labfed.v1.PublishKeyRequest\x1a\x15.labfed.v1.SigningKey\x12?\n" +
+	"\tRevokeKey\x12\x1b.labfed.v1.RevokeKeyRequest\x1a\x15.labfed.v1.SigningKey2\xe0\x02\n" +
 	"\x0eClusterService\x127\n" +
 	"\x04Join\x12\x16.labfed.v1.JoinRequest\x1a\x17.labfed.v1.JoinResponse\x12I\n" +
 	"\n" +
@@ -2826,7 +3134,7 @@ func file_labfed_v1_directory_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_directory_proto_rawDescData
 }
 
-var file_labfed_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_labfed_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_labfed_v1_directory_proto_goTypes = []any{
 	(*ReadOptions)(nil),           // 0: labfed.v1.ReadOptions
 	(*IDRange)(nil),               // 1: labfed.v1.IDRange
@@ -2860,32 +3168,37 @@ var file_labfed_v1_directory_proto_goTypes = []any{
 	(*MapUserRequest)(nil),        // 29: labfed.v1.MapUserRequest
 	(*MapUserResponse)(nil),       // 30: labfed.v1.MapUserResponse
 	(*PinAccountRequest)(nil),     // 31: labfed.v1.PinAccountRequest
-	(*Peer)(nil),                  // 32: labfed.v1.Peer
-	(*JoinRequest)(nil),           // 33: labfed.v1.JoinRequest
-	(*JoinResponse)(nil),          // 34: labfed.v1.JoinResponse
-	(*RemovePeerRequest)(nil),     // 35: labfed.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),    // 36: labfed.v1.RemovePeerResponse
-	(*ListPeersRequest)(nil),      // 37: labfed.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),     // 38: labfed.v1.ListPeersResponse
-	(*StatusRequest)(nil),         // 39: labfed.v1.StatusRequest
-	(*StatusResponse)(nil),        // 40: labfed.v1.StatusResponse
-	(*SnapshotRequest)(nil),       // 41: labfed.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),      // 42: labfed.v1.SnapshotResponse
-	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
+	(*SigningKey)(nil),            // 32: labfed.v1.SigningKey
+	(*ListKeysRequest)(nil),       // 33: labfed.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 34: labfed.v1.ListKeysResponse
+	(*PublishKeyRequest)(nil),     // 35: labfed.v1.PublishKeyRequest
+	(*RevokeKeyRequest)(nil),      // 36: labfed.v1.RevokeKeyRequest
+	(*Peer)(nil),                  // 37: labfed.v1.Peer
+	(*JoinRequest)(nil),           // 38: labfed.v1.JoinRequest
+	(*JoinResponse)(nil),          // 39: labfed.v1.JoinResponse
+	(*RemovePeerRequest)(nil),     // 40: labfed.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),    // 41: labfed.v1.RemovePeerResponse
+	(*ListPeersRequest)(nil),      // 42: labfed.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),     // 43: labfed.v1.ListPeersResponse
+	(*StatusRequest)(nil),         // 44: labfed.v1.StatusRequest
+	(*StatusResponse)(nil),        // 45: labfed.v1.StatusResponse
+	(*SnapshotRequest)(nil),       // 46: labfed.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),      // 47: labfed.v1.SnapshotResponse
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
 }
 var file_labfed_v1_directory_proto_depIdxs = []int32{
 	1,  // 0: labfed.v1.Site.uid_range:type_name -> labfed.v1.IDRange
 	1,  // 1: labfed.v1.Site.gid_range:type_name -> labfed.v1.IDRange
-	43, // 2: labfed.v1.Site.created:type_name -> google.protobuf.Timestamp
+	48, // 2: labfed.v1.Site.created:type_name -> google.protobuf.Timestamp
 	3,  // 3: labfed.v1.User.identities:type_name -> labfed.v1.Identity
-	43, // 4: labfed.v1.User.created:type_name -> google.protobuf.Timestamp
-	43, // 5: labfed.v1.User.removed:type_name -> google.protobuf.Timestamp
-	43, // 6: labfed.v1.Project.created:type_name -> google.protobuf.Timestamp
-	43, // 7: labfed.v1.Grant.from:type_name -> google.protobuf.Timestamp
-	43, // 8: labfed.v1.Grant.until:type_name -> google.protobuf.Timestamp
-	43, // 9: labfed.v1.Grant.created:type_name -> google.protobuf.Timestamp
-	43, // 10: labfed.v1.Grant.revoked_at:type_name -> google.protobuf.Timestamp
-	43, // 11: labfed.v1.Account.created:type_name -> google.protobuf.Timestamp
+	48, // 4: labfed.v1.User.created:type_name -> google.protobuf.Timestamp
+	48, // 5: labfed.v1.User.removed:type_name -> google.protobuf.Timestamp
+	48, // 6: labfed.v1.Project.created:type_name -> google.protobuf.Timestamp
+	48, // 7: labfed.v1.Grant.from:type_name -> google.protobuf.Timestamp
+	48, // 8: labfed.v1.Grant.until:type_name -> google.protobuf.Timestamp
+	48, // 9: labfed.v1.Grant.created:type_name -> google.protobuf.Timestamp
+	48, // 10: labfed.v1.Grant.revoked_at:type_name -> google.protobuf.Timestamp
+	48, // 11: labfed.v1.Account.created:type_name -> google.protobuf.Timestamp
 	1,  // 12: labfed.v1.AddSiteRequest.uid_range:type_name -> labfed.v1.IDRange
 	1,  // 13: labfed.v1.AddSiteRequest.gid_range:type_name -> labfed.v1.IDRange
 	1,  // 14: labfed.v1.UpdateSiteRequest.uid_range:type_name -> labfed.v1.IDRange
@@ -2900,71 +3213,81 @@ var file_labfed_v1_directory_proto_depIdxs = []int32{
 	4,  // 23: labfed.v1.ListUsersResponse.users:type_name -> labfed.v1.User
 	0,  // 24: labfed.v1.ListProjectsRequest.read:type_name -> labfed.v1.ReadOptions
 	5,  // 25: labfed.v1.ListProjectsResponse.projects:type_name -> labfed.v1.Project
-	43, // 26: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
-	43, // 27: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
+	48, // 26: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
+	48, // 27: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 28: labfed.v1.ListGrantsRequest.read:type_name -> labfed.v1.ReadOptions
 	6,  // 29: labfed.v1.ListGrantsResponse.grants:type_name -> labfed.v1.Grant
 	0,  // 30: labfed.v1.GetAccountRequest.read:type_name -> labfed.v1.ReadOptions
 	0,  // 31: labfed.v1.ListAccountsRequest.read:type_name -> labfed.v1.ReadOptions
 	7,  // 32: labfed.v1.ListAccountsResponse.accounts:type_name -> labfed.v1.Account
 	0,  // 33: labfed.v1.MapUserRequest.read:type_name -> labfed.v1.ReadOptions
-	1,  // 34: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
-	1,  // 35: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
-	0,  // 36: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
-	32, // 37: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
-	8,  // 38: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
-	9,  // 39: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
-	10, // 40: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
-	12, // 41: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
-	13, // 42: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
-	14, // 43: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
-	15, // 44: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
-	16, // 45: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
-	18, // 46: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
-	19, // 47: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	19, // 48: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	20, // 49: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
-	22, // 50: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
-	23, // 51: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
-	24, // 52: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
-	26, // 53: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
-	27, // 54: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
-	31, // 55: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
-	29, // 56: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
-	33, // 57: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
-	35, // 58: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
-	37, // 59: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
-	39, // 60: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
-	41, // 61: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
-	2,  // 62: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
-	2,  // 63: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
-	11, // 64: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
-	4,  // 65: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
-	4,  // 66: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
-	4,  // 67: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
-	4,  // 68: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
-	17, // 69: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
-	5,  // 70: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
-	5,  // 71: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
-	5,  // 72: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
-	21, // 73: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
-	6,  // 74: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
-	6,  // 75: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
-	25, // 76: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
-	7,  // 77: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
-	28, // 78: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
-	7,  // 79: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
-	30, // 80: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
-	34, // 81: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
-	36, // 82: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
-	38, // 83: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
-	40, // 84: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
-	42, // 85: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
-	62, // [62:86] is the sub-list for method output_type
-	38, // [38:62] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	48, // 34: labfed.v1.SigningKey.not_before:type_name -> google.protobuf.Timestamp
+	48, // 35: labfed.v1.SigningKey.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 36: labfed.v1.ListKeysRequest.read:type_name -> labfed.v1.ReadOptions
+	32, // 37: labfed.v1.ListKeysResponse.keys:type_name -> labfed.v1.SigningKey
+	1,  // 38: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
+	1,  // 39: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
+	0,  // 40: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
+	37, // 41: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
+	8,  // 42: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
+	9,  // 43: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
+	10, // 44: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
+	12, // 45: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
+	13, // 46: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
+	14, // 47: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
+	15, // 48: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
+	16, // 49: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
+	18, // 50: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
+	19, // 51: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	19, // 52: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	20, // 53: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
+	22, // 54: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
+	23, // 55: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
+	24, // 56: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
+	26, // 57: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
+	27, // 58: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
+	31, // 59: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
+	29, // 60: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
+	33, // 61: labfed.v1.DirectoryService.ListKeys:input_type -> labfed.v1.ListKeysRequest
+	35, // 62: labfed.v1.DirectoryService.PublishKey:input_type -> labfed.v1.PublishKeyRequest
+	36, // 63: labfed.v1.DirectoryService.RevokeKey:input_type -> labfed.v1.RevokeKeyRequest
+	38, // 64: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
+	40, // 65: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
+	42, // 66: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
+	44, // 67: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
+	46, // 68: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
+	2,  // 69: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
+	2,  // 70: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
+	11, // 71: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
+	4,  // 72: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
+	4,  // 73: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
+	4,  // 74: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
+	4,  // 75: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
+	17, // 76: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
+	5,  // 77: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
+	5,  // 78: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
+	5,  // 79: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
+	21, // 80: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
+	6,  // 81: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
+	6,  // 82: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
+	25, // 83: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
+	7,  // 84: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
+	28, // 85: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
+	7,  // 86: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
+	30, // 87: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
+	34, // 88: labfed.v1.DirectoryService.ListKeys:output_type -> labfed.v1.ListKeysResponse
+	32, // 89: labfed.v1.DirectoryService.PublishKey:output_type -> labfed.v1.SigningKey
+	32, // 90: labfed.v1.DirectoryService.RevokeKey:output_type -> labfed.v1.SigningKey
+	39, // 91: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
+	41, // 92: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
+	43, // 93: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
+	45, // 94: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
+	47, // 95: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
+	69, // [69:96] is the sub-list for method output_type
+	42, // [42:69] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_labfed_v1_directory_proto_init() }
@@ -2979,7 +3302,7 @@ func file_labfed_v1_directory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_directory_proto_rawDesc), len(file_labfed_v1_directory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

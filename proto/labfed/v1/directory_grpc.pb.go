@@ -40,6 +40,9 @@ const (
 	DirectoryService_ListAccounts_FullMethodName        = "/labfed.v1.DirectoryService/ListAccounts"
 	DirectoryService_PinAccount_FullMethodName          = "/labfed.v1.DirectoryService/PinAccount"
 	DirectoryService_MapUser_FullMethodName             = "/labfed.v1.DirectoryService/MapUser"
+	DirectoryService_ListKeys_FullMethodName            = "/labfed.v1.DirectoryService/ListKeys"
+	DirectoryService_PublishKey_FullMethodName          = "/labfed.v1.DirectoryService/PublishKey"
+	DirectoryService_RevokeKey_FullMethodName           = "/labfed.v1.DirectoryService/RevokeKey"
 )
 
 // DirectoryServiceClient is the client API for DirectoryService service.
@@ -72,6 +75,11 @@ type DirectoryServiceClient interface {
 	// FailedPrecondition for a suspended or removed user or one without an
 	// account at the site.
 	MapUser(ctx context.Context, in *MapUserRequest, opts ...grpc.CallOption) (*MapUserResponse, error)
+	// Capability signing keys: the federation's trust bundle. PublishKey is
+	// called by a broker for its own key; RevokeKey by coordinators.
+	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
+	PublishKey(ctx context.Context, in *PublishKeyRequest, opts ...grpc.CallOption) (*SigningKey, error)
+	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*SigningKey, error)
 }
 
 type directoryServiceClient struct {
@@ -272,6 +280,36 @@ func (c *directoryServiceClient) MapUser(ctx context.Context, in *MapUserRequest
 	return out, nil
 }
 
+func (c *directoryServiceClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeysResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_ListKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) PublishKey(ctx context.Context, in *PublishKeyRequest, opts ...grpc.CallOption) (*SigningKey, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SigningKey)
+	err := c.cc.Invoke(ctx, DirectoryService_PublishKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*SigningKey, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SigningKey)
+	err := c.cc.Invoke(ctx, DirectoryService_RevokeKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServiceServer is the server API for DirectoryService service.
 // All implementations must embed UnimplementedDirectoryServiceServer
 // for forward compatibility.
@@ -302,6 +340,11 @@ type DirectoryServiceServer interface {
 	// FailedPrecondition for a suspended or removed user or one without an
 	// account at the site.
 	MapUser(context.Context, *MapUserRequest) (*MapUserResponse, error)
+	// Capability signing keys: the federation's trust bundle. PublishKey is
+	// called by a broker for its own key; RevokeKey by coordinators.
+	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
+	PublishKey(context.Context, *PublishKeyRequest) (*SigningKey, error)
+	RevokeKey(context.Context, *RevokeKeyRequest) (*SigningKey, error)
 	mustEmbedUnimplementedDirectoryServiceServer()
 }
 
@@ -368,6 +411,15 @@ func (UnimplementedDirectoryServiceServer) PinAccount(context.Context, *PinAccou
 }
 func (UnimplementedDirectoryServiceServer) MapUser(context.Context, *MapUserRequest) (*MapUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MapUser not implemented")
+}
+func (UnimplementedDirectoryServiceServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedDirectoryServiceServer) PublishKey(context.Context, *PublishKeyRequest) (*SigningKey, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublishKey not implemented")
+}
+func (UnimplementedDirectoryServiceServer) RevokeKey(context.Context, *RevokeKeyRequest) (*SigningKey, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
 }
 func (UnimplementedDirectoryServiceServer) mustEmbedUnimplementedDirectoryServiceServer() {}
 func (UnimplementedDirectoryServiceServer) testEmbeddedByValue()                          {}
@@ -732,6 +784,60 @@ func _DirectoryService_MapUser_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DirectoryService_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).ListKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_ListKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).ListKeys(ctx, req.(*ListKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_PublishKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).PublishKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_PublishKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).PublishKey(ctx, req.(*PublishKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_RevokeKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).RevokeKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_RevokeKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).RevokeKey(ctx, req.(*RevokeKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DirectoryService_ServiceDesc is the grpc.ServiceDesc for DirectoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -814,6 +920,18 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MapUser",
 			Handler:    _DirectoryService_MapUser_Handler,
+		},
+		{
+			MethodName: "ListKeys",
+			Handler:    _DirectoryService_ListKeys_Handler,
+		},
+		{
+			MethodName: "PublishKey",
+			Handler:    _DirectoryService_PublishKey_Handler,
+		},
+		{
+			MethodName: "RevokeKey",
+			Handler:    _DirectoryService_RevokeKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

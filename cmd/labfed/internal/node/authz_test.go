@@ -293,6 +293,16 @@ func matrix() []call {
 			st := "available"
 			return ignore(pb.NewDiscoveryServiceClient(c).ReportStatus(ctx, &pb.ReportStatusRequest{Id: "rutgers/krios-g4", Status: &st}))
 		}},
+		{method: "ListKeys", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(dir(c).ListKeys(ctx, &pb.ListKeysRequest{}))
+		}},
+		// Only brokers publish keys, each its own: no person may.
+		{method: "PublishKey", allowed: nil, do: func(ctx context.Context, c *grpc.ClientConn, tag string) error {
+			return ignore(dir(c).PublishKey(ctx, &pb.PublishKeyRequest{Kid: "k-" + tag, Public: make([]byte, 32)}))
+		}},
+		{method: "RevokeKey", allowed: coordOK, okCode: codes.NotFound, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(dir(c).RevokeKey(ctx, &pb.RevokeKeyRequest{Kid: "no-such-key"}))
+		}},
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))
 		}},

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,9 @@ type Node struct {
 	stopJoin context.CancelFunc
 	dial     func(addr string) (*grpc.ClientConn, error)
 	gossip   *gossip.Node
+	// signKID and signKey are this broker's capability signing key.
+	signKID string
+	signKey ed25519.PrivateKey
 
 	closeOnce sync.Once
 	closeErr  error
@@ -212,6 +216,13 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	jctx, stopJoin := context.WithCancel(ctx)
 	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial, gossip: gsp}
 	go joinGossip(jctx, gsp, rep, c.Gossip.Join, c.Node, log)
+	kid, signKey, err := loadSigningKey(c.DataDir, c.Node)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.signKID, n.signKey = kid, signKey
+	go n.publishSigningKey(jctx, kid, signKey.Public().(ed25519.PublicKey))
 	go func() { n.done <- g.Serve(lis) }()
 	if len(o.Join) > 0 {
 		go n.join(jctx, o.Join, !o.NonVoter)
