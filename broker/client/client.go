@@ -90,6 +90,9 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // except to a development broker the user explicitly chose.
 func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
+// Conn is the underlying connection, for services without a field here.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 

@@ -62,6 +62,8 @@ type Config struct {
 	Login LoginConfig
 	// Discovery is the node's gossip view; nil when it runs without one.
 	Discovery Discovery
+	// Signer signs capability tokens with this broker's key.
+	Signer TokenSigner
 	// Reporter changes this site's offer; nil without gossip.
 	Reporter OfferReporter
 	// GossipKeys rotates the gossip key; nil without encrypted gossip.
@@ -80,6 +82,7 @@ type Server struct {
 	pb.UnimplementedClusterServiceServer
 	pb.UnimplementedLoginServiceServer
 	pb.UnimplementedDiscoveryServiceServer
+	pb.UnimplementedTokenServiceServer
 
 	cfg   Config
 	mu    sync.Mutex
@@ -103,6 +106,7 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterLoginServiceServer(g, s)
 	pb.RegisterDiscoveryServiceServer(g, s)
+	pb.RegisterTokenServiceServer(g, s)
 }
 
 // Close closes the forwarding connections.

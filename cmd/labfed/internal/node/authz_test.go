@@ -80,6 +80,13 @@ func authzFixture(t *testing.T) *tlsNode {
 			t.Fatalf("fixture step %d: %v", i, err)
 		}
 	}
+	waitUntil(t, 10*time.Second, "the node's signing key is active", func() error {
+		k, err := tn.n.Replica().Directory().SigningKey(tn.n.signKID)
+		if err == nil && k.Status != directory.KeyActive {
+			err = fmt.Errorf("key %s is %s", k.KID, k.Status)
+		}
+		return err
+	})
 	return tn
 }
 
@@ -303,6 +310,11 @@ func matrix() []call {
 		{method: "RevokeKey", allowed: coordOK, okCode: codes.NotFound, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(dir(c).RevokeKey(ctx, &pb.RevokeKeyRequest{Kid: "no-such-key"}))
 		}},
+		// Anyone may ask; the decision is authz.Decide's. rita holds a view
+		// grant; pete administers another site and may not ask for her.
+		{method: "Issue", allowed: []int{credResearcher, credSiteAdmin, credCoordinator}, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewTokenServiceClient(c).Issue(ctx, &pb.IssueTokenRequest{Scope: "instrument.view:rutgers/krios-g4", User: "rita"}))
+		}},
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))
 		}},
@@ -372,7 +384,7 @@ func TestRoleMatrix(t *testing.T) {
 		})
 	}
 	// Every method the server registers is in the matrix.
-	for _, fd := range []protoreflect.FileDescriptor{pb.File_labfed_v1_directory_proto, pb.File_labfed_v1_login_proto, pb.File_labfed_v1_discovery_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{pb.File_labfed_v1_directory_proto, pb.File_labfed_v1_login_proto, pb.File_labfed_v1_discovery_proto, pb.File_labfed_v1_token_proto} {
 		for i := range fd.Services().Len() {
 			ms := fd.Services().Get(i).Methods()
 			for j := range ms.Len() {

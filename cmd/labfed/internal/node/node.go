@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/directory"
 	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/broker/rpc"
@@ -179,6 +180,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	kid, signKey, err := loadSigningKey(c.DataDir, c.Node)
+	if err != nil {
+		rep.Shutdown()
+		return nil, err
+	}
 	gsp, err := startGossip(c, o.DevInsecure, log, o.Gossip)
 	if err != nil {
 		rep.Shutdown()
@@ -191,6 +197,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		Login:     rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
 		Discovery: discovery{gsp},
 		Reporter:  reporter{site: c.Site, node: c.Node, g: gsp},
+		Signer:    capability.NewSigner(kid, c.Node, signKey),
 	}
 	if c.Gossip.Keyring != "" {
 		rc.GossipKeys = gossipKeys{gsp}
@@ -216,11 +223,6 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	jctx, stopJoin := context.WithCancel(ctx)
 	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial, gossip: gsp}
 	go joinGossip(jctx, gsp, rep, c.Gossip.Join, c.Node, log)
-	kid, signKey, err := loadSigningKey(c.DataDir, c.Node)
-	if err != nil {
-		n.Close()
-		return nil, err
-	}
 	n.signKID, n.signKey = kid, signKey
 	go n.publishSigningKey(jctx, kid, signKey.Public().(ed25519.PublicKey))
 	go func() { n.done <- g.Serve(lis) }()

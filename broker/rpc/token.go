@@ -1,0 +1,114 @@
+package rpc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/authz"
+	"github.com/labfed/labfed/broker/capability"
+	"github.com/labfed/labfed/broker/directory"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+)
+
+// TokenSigner is this broker's capability signing key.
+type TokenSigner interface {
+	KID() string
+	Sign(capability.Claims) (string, error)
+}
+
+func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueTokenResponse, error) {
+	if s.cfg.Signer == nil {
+		return nil, broker.Errorf(broker.ErrPrecondition, "this broker has no signing key")
+	}
+	scope, err := capability.ParseScope(r.GetScope())
+	if err != nil {
+		return nil, err
+	}
+	var ttl time.Duration
+	if r.GetTtl() != "" {
+		if ttl, err = time.ParseDuration(r.GetTtl()); err != nil || ttl <= 0 {
+			return nil, broker.Errorf(broker.ErrInvalid, "--ttl %q is not a positive duration such as 15m", r.GetTtl())
+		}
+	}
+	p := caller(ctx)
+	user := r.GetUser()
+	switch {
+	case user == "" && p.User == nil:
+		return nil, status.Errorf(codes.InvalidArgument, "%s is not a person; name the user the token is for (--user)", p)
+	case user == "":
+		user = p.User.Name
+	case !p.Is(user) && !p.AdminOf(scope.Resource.Site):
+		return nil, denied(p, "issue tokens on behalf of "+user, "site-admin:"+scope.Resource.Site+" or coordinator")
+	}
+	now := s.cfg.Now().UTC()
+	var in authz.Input
+	var posix *capability.POSIX
+	// A linearizable read: a grant revoked a moment ago must not count.
+	err = s.cfg.Replica.Read(ctx, false, func(d *directory.Directory) error {
+		if k, err := d.SigningKey(s.cfg.Signer.KID()); err != nil || k.Status != directory.KeyActive {
+			return broker.Errorf(broker.ErrUnavailable, "this broker's signing key %s is not yet active in the trust bundle; retry in a moment", s.cfg.Signer.KID())
+		}
+		in = authz.Input{User: user, Action: scope.Action, Resource: scope.Resource, Now: now, TTL: ttl}
+		u, err := d.User(user)
+		if err != nil {
+			return err
+		}
+		in.UserStatus = u.Status
+		in.Projects = d.ProjectsOf(user)
+		for _, subj := range append([]string{"user:" + user}, prefixed("project:", in.Projects)...) {
+			gs, err := d.Grants(directory.GrantFilter{Subject: subj})
+			if err != nil {
+				return err
+			}
+			for _, g := range gs {
+				res, err := broker.ParseResource(g.Resource)
+				if err != nil {
+					continue
+				}
+				in.Grants = append(in.Grants, authz.Grant{ID: g.ID, Subject: g.Subject, Resource: res, Actions: g.Actions, From: g.From, Until: g.Until, Revoked: g.Status == directory.GrantRevoked})
+			}
+		}
+		if a, err := d.Account(user, scope.Resource.Site); err == nil && a.Status == directory.StatusActive {
+			in.HasAccount = true
+			posix = &capability.POSIX{User: a.Username, UID: a.UID, GID: a.GID, Groups: a.Groups}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	dec := authz.Decide(in)
+	if !dec.Allowed {
+		s.cfg.Logger.Info("token refused", "user", user, "scope", scope.String(), "reason", dec.Reason, "by", p.Actor())
+		return nil, status.Error(codes.PermissionDenied, dec.Reason)
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return nil, err
+	}
+	c := capability.Claims{
+		Subject: user, Audience: scope.Resource.Site, ID: hex.EncodeToString(jti),
+		IssuedAt: now, NotBefore: dec.NotBefore, Expiry: dec.Expiry, Scope: []capability.Scope{scope}, POSIX: posix, Grants: dec.Grants,
+	}
+	tok, err := s.cfg.Signer.Sign(c)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.Info("token issued", "user", user, "scope", scope.String(), "jti", c.ID, "grants", dec.Grants, "by", p.Actor())
+	return &pb.IssueTokenResponse{Token: tok, Jti: c.ID, Expires: timestamppb.New(dec.Expiry)}, nil
+}
+
+func prefixed(prefix string, xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = prefix + x
+	}
+	return out
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/labfed/labfed/broker/capability"
+	"github.com/labfed/labfed/broker/client"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+)
+
+func tokenCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "token",
+		Usage: "capability tokens: issue, inspect, verify",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "issue",
+				Usage: "ask your broker for a capability token; prints the compact token and nothing else",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "scope", Required: true, Usage: "`ACTION:RESOURCE`, e.g. instrument.operate:rutgers/krios-g4"},
+					&cli.StringFlag{Name: "user", Usage: "issue for `USER` (administrators of the resource's site, coordinators)"},
+					&cli.StringFlag{Name: "ttl", Usage: "lifetime, such as 30m (default 15m, at most 12h, never past the grant)"},
+				},
+				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					resp, err := pb.NewTokenServiceClient(cl.Conn()).Issue(ctx, &pb.IssueTokenRequest{Scope: c.String("scope"), User: c.String("user"), Ttl: c.String("ttl")})
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(c.App.Writer, resp.GetToken())
+					return err
+				}),
+			},
+			{
+				Name:      "inspect",
+				Usage:     "show a token's header and claims without trusting them",
+				ArgsUsage: "TOKEN",
+				Flags:     []cli.Flag{jsonFlag()},
+				Action: func(c *cli.Context) error {
+					tok, err := oneArg(c, "TOKEN")
+					if err != nil {
+						return err
+					}
+					header, claims, err := inspectToken(tok)
+					if err != nil {
+						return err
+					}
+					return printJSON(c.App.Writer, map[string]any{"header": header, "claims": claims, "verified": false})
+				},
+			},
+			{
+				Name:      "verify",
+				Usage:     "verify a token as the audience site would, against the federation's trust bundle",
+				ArgsUsage: "TOKEN",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "aud", Required: true, Usage: "the verifying `SITE`"},
+					&cli.StringFlag{Name: "scope", Usage: "require a scope covering `ACTION:RESOURCE`"},
+					jsonFlag(),
+				},
+				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					tok, err := oneArg(c, "TOKEN")
+					if err != nil {
+						return err
+					}
+					var want *capability.Scope
+					if s := c.String("scope"); s != "" {
+						sc, err := capability.ParseScope(s)
+						if err != nil {
+							return err
+						}
+						want = &sc
+					}
+					bundle, err := fetchBundle(ctx, cl)
+					if err != nil {
+						return err
+					}
+					_, verr := capability.NewVerifier(c.String("aud"), bundle).Verify(tok, want)
+					out := map[string]any{"valid": verr == nil}
+					if verr != nil {
+						var re *capability.RefusedError
+						if errors.As(verr, &re) {
+							out["reason"] = re.Reason
+							out["code"] = re.Code
+						} else {
+							out["reason"] = verr.Error()
+						}
+					} else if _, claims, err := inspectToken(tok); err == nil {
+						out["claims"] = claims
+					}
+					if c.Bool("json") {
+						if err := printJSON(c.App.Writer, out); err != nil {
+							return err
+						}
+					} else if verr == nil {
+						fmt.Fprintln(c.App.Writer, "valid")
+					}
+					if verr != nil {
+						return verr
+					}
+					return nil
+				}),
+			},
+		},
+	}
+}
+
+// fetchBundle reads the trust bundle (active and retiring keys) from the
+// broker.
+func fetchBundle(ctx context.Context, cl *client.Client) (capability.StaticBundle, error) {
+	resp, err := cl.Directory.ListKeys(ctx, &pb.ListKeysRequest{})
+	if err != nil {
+		return nil, err
+	}
+	b := capability.StaticBundle{}
+	for _, k := range resp.GetKeys() {
+		key := capability.Key{KID: k.GetKid(), Issuer: k.GetIssuer(), Public: ed25519.PublicKey(k.GetPublic()), Status: k.GetStatus(), NotBefore: k.GetNotBefore().AsTime()}
+		if k.GetNotAfter() != nil {
+			key.NotAfter = k.GetNotAfter().AsTime()
+		}
+		b[key.KID] = key
+	}
+	return b, nil
+}
+
+// inspectToken decodes a compact JWS's header and claims without
+// verifying anything.
+func inspectToken(tok string) (header, claims map[string]any, err error) {
+	if len(tok) > capability.MaxTokenSize {
+		return nil, nil, fmt.Errorf("the token is larger than %d bytes; not a capability token", capability.MaxTokenSize)
+	}
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil, nil, errors.New("not a compact JWS: want HEADER.CLAIMS.SIGNATURE")
+	}
+	for i, dst := range []*map[string]any{&header, &claims} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil {
+			return nil, nil, fmt.Errorf("segment %d is not base64url: %v", i+1, err)
+		}
+		if err := json.Unmarshal(b, dst); err != nil {
+			return nil, nil, fmt.Errorf("segment %d is not a JSON object: %v", i+1, err)
+		}
+	}
+	return header, claims, nil
+}

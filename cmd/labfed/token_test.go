@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTokenCommands issues capability tokens through a follower (the
+// decision and signature happen on the leader), verifies them as the
+// audience site would, and checks refusals name their reason.
+func TestTokenCommands(t *testing.T) {
+	f, dir, cl := bootFederation(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sd, err := loadSeed(filepath.Join("..", "..", "testdata", "demo", "directory.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.apply(ctx, cl.Directory); err != nil {
+		t.Fatal(err)
+	}
+	caCert, _, _ := caFiles(filepath.Join(dir, "ca"))
+	admin := filepath.Join(dir, "ca", "coord")
+	base := []string{"--addr", f.nodes[1].Addr(), "--ca", caCert, "--cert", admin + ".crt", "--key", admin + ".key", "--timeout", "10s"}
+	cli := func(args ...string) (string, error) {
+		out, _, err := runCLI(append(append([]string{}, base...), args...)...)
+		return out, err
+	}
+	var tok string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := cli("token", "issue", "--scope", "instrument.operate:rutgers/krios-g4", "--user", "alice", "--ttl", "30m")
+		if err == nil {
+			tok = strings.TrimSpace(out)
+			break
+		}
+		// The brokers publish their signing keys just after start.
+		if time.Now().After(deadline) || !strings.Contains(errorLine(err), "not yet active") {
+			t.Fatalf("token issue = %v", errorLine(err))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \n") {
+		t.Fatalf("token issue printed %q, want one compact token", tok)
+	}
+
+	out, err := cli("token", "inspect", tok, "--json")
+	if err != nil {
+		t.Fatal(errorLine(err))
+	}
+	var ins struct {
+		Header map[string]any `json:"header"`
+		Claims map[string]any `json:"claims"`
+	}
+	if err := json.Unmarshal([]byte(out), &ins); err != nil {
+		t.Fatal(err)
+	}
+	if ins.Header["alg"] != "EdDSA" || ins.Header["typ"] != "labfed-cap+jwt" || ins.Claims["sub"] != "alice" || ins.Claims["aud"] != "rutgers" ||
+		ins.Claims["scope"] != "instrument.operate:rutgers/krios-g4" || ins.Claims["posix"] == nil {
+		t.Errorf("inspect = %s", out)
+	}
+	if exp, iat := ins.Claims["exp"].(float64), ins.Claims["iat"].(float64); exp-iat != 1800 {
+		t.Errorf("lifetime %v s, want 1800", exp-iat)
+	}
+
+	out, err = cli("token", "verify", tok, "--aud", "rutgers", "--scope", "instrument.operate:rutgers/krios-g4", "--json")
+	if err != nil || !strings.Contains(out, `"valid": true`) {
+		t.Errorf("verify at rutgers = %s, %v", out, err)
+	}
+	out, err = cli("token", "verify", tok, "--aud", "psc", "--json")
+	if err == nil || !strings.Contains(out, `"valid": false`) || !strings.Contains(out, `"code": "aud"`) {
+		t.Errorf("verify at psc = %s, %v; want invalid (aud)", out, err)
+	}
+	tampered := tok[:strings.LastIndex(tok, ".")+1] + "AAAA" + tok[strings.LastIndex(tok, ".")+5:]
+	if _, err := cli("token", "verify", tampered, "--aud", "rutgers"); err == nil {
+		t.Error("a tampered token verified")
+	}
+
+	for _, bad := range []struct{ args, want string }{
+		{"token issue --scope instrument.operate:rutgers/krios-g4 --user carol", "no grant for instrument.operate on rutgers/krios-g4"},
+		{"token issue --scope instrument.operate:rutgers/krios-g4 --user alice --ttl 13h", "a token lives at most 12h0m0s"},
+		{"token issue --scope instrument.fly:rutgers/krios-g4 --user alice", "instrument.fly"},
+		// The coordinator's certificate names the user coord, who holds no grant.
+		{"token issue --scope instrument.operate:rutgers/krios-g4", "no grant for instrument.operate on rutgers/krios-g4"},
+	} {
+		if _, err := cli(strings.Fields(bad.args)...); err == nil || !strings.Contains(errorLine(err), bad.want) {
+			t.Errorf("labfed %s = %v, want an error containing %q", bad.args, err, bad.want)
+		}
+	}
+}
