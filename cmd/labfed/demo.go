@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/cmd/labfed/internal/node"
@@ -658,6 +659,51 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			_, err := f.demoLogin(ctx, f.nodes[0].Addr(), "mallory", false)
 			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "not registered in the federation; ask your site administrator") {
 				return "", fmt.Errorf("got %v, want PermissionDenied: not registered in the federation", err)
+			}
+			return status.Convert(err).Message(), nil
+		}},
+		{"alice gets a token to operate the microscope and the microscope's site verifies it offline", func() (string, error) {
+			var tok *pb.IssueTokenResponse
+			for {
+				t, err := f.as(alice, f.nodes[len(f.nodes)-1].Addr(), func(cl *client.Client) (any, error) {
+					return pb.NewTokenServiceClient(cl.Conn()).Issue(ctx, &pb.IssueTokenRequest{Scope: "instrument.operate:" + f.cfgs[0].Site + "/krios-g4"})
+				})
+				if err == nil {
+					tok = t.(*pb.IssueTokenResponse)
+					break
+				}
+				if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+					return "", err
+				}
+				time.Sleep(100 * time.Millisecond) // signing keys are published just after start
+			}
+			cl, err := client.Dial(f.nodes[0].Addr(), f.client)
+			if err != nil {
+				return "", err
+			}
+			defer cl.Close()
+			bundle, err := fetchBundle(ctx, cl)
+			if err != nil {
+				return "", err
+			}
+			want, _ := capability.ParseScope("instrument.operate:" + f.cfgs[0].Site + "/krios-g4")
+			c, err := capability.NewVerifier(f.cfgs[0].Site, bundle).Verify(tok.GetToken(), &want)
+			if err != nil {
+				return "", err
+			}
+			if _, err := capability.NewVerifier(f.cfgs[1].Site, bundle).Verify(tok.GetToken(), &want); err == nil {
+				return "", errors.New("another site accepted a token not addressed to it")
+			}
+			return fmt.Sprintf("jti %s signed by %s for %s (uid %d at %s) until %s; refused by %s", c.ID[:8], c.Issuer, c.Subject, c.POSIX.UID, c.Audience, c.Expiry.Format(time.RFC3339), f.cfgs[1].Site), nil
+		}},
+		{"carol, without a grant to operate it, is refused with the reason", func() (string, error) {
+			_, err := clients[0].Login.WhoAmI(ctx, &pb.WhoAmIRequest{}) // the coordinator asks on carol's behalf
+			if err != nil {
+				return "", err
+			}
+			_, err = pb.NewTokenServiceClient(clients[0].Conn()).Issue(ctx, &pb.IssueTokenRequest{Scope: "instrument.operate:" + f.cfgs[0].Site + "/krios-g4", User: "carol"})
+			if status.Code(err) != codes.PermissionDenied {
+				return "", fmt.Errorf("got %v, want PermissionDenied", err)
 			}
 			return status.Convert(err).Message(), nil
 		}},
