@@ -76,6 +76,8 @@ func (a *applier) apply(c *Command) (any, error) {
 		return a.publishKey(c.PublishKey)
 	case c.RevokeKey != nil:
 		return a.revokeKey(c.RevokeKey)
+	case c.AddLock != nil:
+		return a.addLock(c.AddLock)
 	}
 	return nil, broker.Errorf(broker.ErrInvalid, "empty directory command; this is a bug in the client that sent it")
 }

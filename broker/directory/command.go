@@ -35,6 +35,7 @@ type Command struct {
 	RevokeSessions *RevokeSessions `json:"revoke_sessions,omitempty"`
 	PublishKey     *PublishKey     `json:"publish_key,omitempty"`
 	RevokeKey      *RevokeKey      `json:"revoke_key,omitempty"`
+	AddLock        *AddLock        `json:"add_lock,omitempty"`
 }
 
 // AddSite registers a site and its id ranges.

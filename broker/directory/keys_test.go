@@ -90,3 +90,33 @@ func TestSigningKeyBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestLocks(t *testing.T) {
+	d := fixture(t)
+	l := must(t, d, &directory.Command{Actor: "rhea", AddLock: &directory.AddLock{Kind: directory.LockUser, Value: "alice", Reason: "laptop stolen"}}).(*directory.Lock)
+	if l.ID != "l-1" || !l.Until.Equal(t0.Add(directory.MaxTokenLifetime)) || l.By != "rhea" {
+		t.Errorf("lock = %+v", l)
+	}
+	must(t, d, &directory.Command{AddLock: &directory.AddLock{Kind: directory.LockJTI, Value: "abc123"}})
+	// A user lock covers tokens issued up to the lock, not after.
+	if !l.Covers("x", "alice", t0.Add(-time.Minute), t0.Add(time.Minute)) || l.Covers("x", "alice", t0.Add(time.Second), t0.Add(time.Minute)) || l.Covers("x", "bob", t0, t0) {
+		t.Error("user lock coverage wrong")
+	}
+	if ls, _ := d.Locks(t0); len(ls) != 2 {
+		t.Errorf("%d locks, want 2", len(ls))
+	}
+	// Lapsed locks are pruned by the next lock after they end.
+	must(t, d, &directory.Command{Time: t0.Add(13 * time.Hour), AddLock: &directory.AddLock{Kind: directory.LockJTI, Value: "later"}})
+	if ls, _ := d.Locks(time.Time{}); len(ls) != 1 || ls[0].Value != "later" {
+		t.Errorf("locks after 13h = %+v, want only the new one", ls)
+	}
+	for _, c := range []*directory.AddLock{{Kind: "key", Value: "k"}, {Kind: directory.LockUser, Value: "zed"}, {Kind: directory.LockJTI, Value: "a b"}} {
+		before, _ := d.Hash()
+		if res := d.Apply(&directory.Command{Time: t0, AddLock: c}); res.Err == nil {
+			t.Errorf("AddLock(%+v) accepted", c)
+		}
+		if after, _ := d.Hash(); after != before {
+			t.Errorf("refused AddLock(%+v) changed the directory", c)
+		}
+	}
+}

@@ -33,7 +33,7 @@ func Buckets() []string {
 	return []string{
 		bSites, bUsers, bEmails, bIdents, bProjects, bMemberOf, bGrants, bGrantsBySubject,
 		bAccounts, bAccountsByUser, bUIDs, bGIDs, bProjectGIDs, bUsernames, bNodes, bMeta,
-		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer,
+		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer, bLocks,
 	}
 }
 
@@ -60,6 +60,7 @@ const (
 	bLogins          = "logins"
 	bKeys            = "signing_keys"
 	bKeysByIssuer    = "signing_keys_by_issuer"
+	bLocks           = "locks"
 )
 
 // SnapshotStore is a Store that can also copy out and replace its whole

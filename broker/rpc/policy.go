@@ -129,7 +129,9 @@ var policy = map[string]rule{
 
 	// Issue decides itself (authz.Decide) who gets what; anyone
 	// authenticated may ask.
-	pb.TokenService_Issue_FullMethodName: {},
+	pb.TokenService_Issue_FullMethodName:     {},
+	pb.TokenService_Revoke_FullMethodName:    {write: true, check: checkRevoke},
+	pb.TokenService_ListLocks_FullMethodName: {},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

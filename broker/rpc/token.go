@@ -61,6 +61,15 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 			return err
 		}
 		in.UserStatus = u.Status
+		locks, err := d.Locks(now)
+		if err != nil {
+			return err
+		}
+		for _, l := range locks {
+			if l.Kind == directory.LockUser && l.Value == user {
+				return status.Errorf(codes.PermissionDenied, "the tokens of %s are revoked until %s (%s); ask a coordinator", user, l.Until.Format(time.RFC3339), orNone(l.Reason))
+			}
+		}
 		in.Projects = d.ProjectsOf(user)
 		for _, subj := range append([]string{"user:" + user}, prefixed("project:", in.Projects)...) {
 			gs, err := d.Grants(directory.GrantFilter{Subject: subj})
@@ -111,4 +120,89 @@ func prefixed(prefix string, xs []string) []string {
 		out[i] = prefix + x
 	}
 	return out
+}
+
+func lockToPB(l *directory.Lock) *pb.Lock {
+	return &pb.Lock{Id: l.ID, Kind: l.Kind, Value: l.Value, Reason: l.Reason, Created: timestamppb.New(l.Created), Until: timestamppb.New(l.Until), By: l.By}
+}
+
+func (s *Server) Revoke(ctx context.Context, r *pb.RevokeTokensRequest) (*pb.RevokeTokensResponse, error) {
+	n := 0
+	for _, v := range []string{r.GetJti(), r.GetUser(), r.GetKey()} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, broker.Errorf(broker.ErrInvalid, "give exactly one of --jti, --user or --key")
+	}
+	if r.GetKey() != "" {
+		if _, err := applyAs[directory.SigningKey](s, ctx, &directory.Command{RevokeKey: &directory.RevokeKey{KID: r.GetKey(), Reason: r.GetReason()}}); err != nil {
+			return nil, err
+		}
+		return &pb.RevokeTokensResponse{}, nil
+	}
+	c := &directory.AddLock{Kind: directory.LockJTI, Value: r.GetJti(), Reason: r.GetReason()}
+	if r.GetUser() != "" {
+		c.Kind, c.Value = directory.LockUser, r.GetUser()
+	}
+	l, err := applyAs[directory.Lock](s, ctx, &directory.Command{AddLock: c})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.Info("revocation lock", "id", l.ID, "kind", l.Kind, "value", l.Value, "by", l.By)
+	return &pb.RevokeTokensResponse{Lock: lockToPB(l)}, nil
+}
+
+func (s *Server) ListLocks(ctx context.Context, _ *pb.ListLocksRequest) (*pb.ListLocksResponse, error) {
+	resp := &pb.ListLocksResponse{}
+	now := s.cfg.Now()
+	err := s.local(ctx, func(d *directory.Directory) error {
+		ls, err := d.Locks(now)
+		for _, l := range ls {
+			resp.Locks = append(resp.Locks, lockToPB(l))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// checkRevoke: coordinators revoke anything; a user's own tokens may be
+// revoked by them and their home site's administrators; a single token by
+// any site administrator; keys only by coordinators.
+func checkRevoke(s *Server, ctx context.Context, p *Principal, req any) error {
+	r := req.(*pb.RevokeTokensRequest)
+	switch {
+	case p.Coordinator():
+		return nil
+	case r.GetKey() != "":
+		return denied(p, "revoke signing keys", "the coordinator role")
+	case r.GetJti() != "":
+		if !p.AnyAdmin() {
+			return denied(p, "revoke tokens by id", "a site administrator or coordinator role")
+		}
+		return nil
+	case p.Is(r.GetUser()):
+		return nil
+	case !p.AnyAdmin():
+		return denied(p, "revoke other users' tokens", "site-admin of their home site or coordinator")
+	}
+	var u *directory.User
+	if err := s.local(ctx, func(d *directory.Directory) (err error) { u, err = d.User(r.GetUser()); return err }); err != nil {
+		return err
+	}
+	if !p.AdminOf(u.Home) {
+		return denied(p, "revoke the tokens of "+u.Name, "site-admin:"+u.Home+" or coordinator")
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no reason given"
+	}
+	return s
 }

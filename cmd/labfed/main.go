@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -179,7 +180,7 @@ func transportOptions(c *cli.Context) (client.Options, error) {
 	if c.Bool("dev-insecure") {
 		return client.Options{DevInsecure: true}, nil
 	}
-	ca, cert, key := c.String("ca"), c.String("cert"), c.String("key")
+	ca, cert, key := globalString(c, "ca"), globalString(c, "cert"), globalString(c, "key")
 	switch {
 	case ca == "":
 		return client.Options{}, errors.New("no federation CA given; pass --ca FILE (or LABFED_CA; labfed demo writes it into env.sh), or --dev-insecure for a development broker")
@@ -360,4 +361,18 @@ func takesValue(flags []cli.Flag, a string) bool {
 		}
 	}
 	return false
+}
+
+// globalString reads a global flag even when a subcommand has a flag of the
+// same name (token revoke --key KID).
+func globalString(c *cli.Context, name string) string {
+	for _, x := range c.Lineage() {
+		if x.Command != nil && slices.ContainsFunc(x.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), name) }) {
+			continue
+		}
+		if v := x.String(name); v != "" {
+			return v
+		}
+	}
+	return ""
 }

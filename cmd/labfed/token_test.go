@@ -80,9 +80,34 @@ func TestTokenCommands(t *testing.T) {
 		t.Error("a tampered token verified")
 	}
 
+	// Revoking the token's jti: the audience site refuses it.
+	jti := ins.Claims["jti"].(string)
+	if out, err := cli("token", "revoke", "--jti", jti, "--reason", "test"); err != nil || !strings.HasPrefix(out, "lock l-1 on jti "+jti) {
+		t.Fatalf("token revoke --jti = %q, %v", out, err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		out, err := cli("token", "verify", tok, "--aud", "rutgers", "--json")
+		if err != nil && strings.Contains(out, `"code": "revoked"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked token still verifies: %s %v", out, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Revoking a user refuses their new tokens too.
+	if _, err := cli("token", "revoke", "--user", "alice", "--reason", "laptop stolen"); err != nil {
+		t.Fatal(errorLine(err))
+	}
+	if _, err := cli("token", "issue", "--scope", "instrument.operate:rutgers/krios-g4", "--user", "alice"); err == nil || !strings.Contains(errorLine(err), "the tokens of alice are revoked") {
+		t.Errorf("issue for a revoked user = %v", err)
+	}
+
 	for _, bad := range []struct{ args, want string }{
+		{"token revoke --jti a --user alice", "give exactly one of --jti, --user or --key"},
 		{"token issue --scope instrument.operate:rutgers/krios-g4 --user carol", "no grant for instrument.operate on rutgers/krios-g4"},
-		{"token issue --scope instrument.operate:rutgers/krios-g4 --user alice --ttl 13h", "a token lives at most 12h0m0s"},
+		{"token issue --scope instrument.view:rutgers/krios-g4 --user bob --ttl 13h", "a token lives at most 12h0m0s"},
 		{"token issue --scope instrument.fly:rutgers/krios-g4 --user alice", "instrument.fly"},
 		// The coordinator's certificate names the user coord, who holds no grant.
 		{"token issue --scope instrument.operate:rutgers/krios-g4", "no grant for instrument.operate on rutgers/krios-g4"},

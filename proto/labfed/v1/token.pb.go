@@ -148,6 +148,291 @@ func (x *IssueTokenResponse) GetExpires() *timestamppb.Timestamp {
 	return nil
 }
 
+type RevokeTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of jti, user, key.
+	Jti           string `protobuf:"bytes,1,opt,name=jti,proto3" json:"jti,omitempty"`
+	User          string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokensRequest) Reset() {
+	*x = RevokeTokensRequest{}
+	mi := &file_labfed_v1_token_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokensRequest) ProtoMessage() {}
+
+func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokensRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokensRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokeTokensRequest) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type Lock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // jti or user
+	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Created       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=until,proto3" json:"until,omitempty"`
+	By            string                 `protobuf:"bytes,7,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lock) Reset() {
+	*x = Lock{}
+	mi := &file_labfed_v1_token_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lock) ProtoMessage() {}
+
+func (x *Lock) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lock.ProtoReflect.Descriptor instead.
+func (*Lock) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Lock) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Lock) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Lock) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Lock) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Lock) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Lock) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *Lock) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+type RevokeTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lock          *Lock                  `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"` // unset when a key was revoked
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokensResponse) Reset() {
+	*x = RevokeTokensResponse{}
+	mi := &file_labfed_v1_token_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokensResponse) ProtoMessage() {}
+
+func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokensResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokensResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RevokeTokensResponse) GetLock() *Lock {
+	if x != nil {
+		return x.Lock
+	}
+	return nil
+}
+
+type ListLocksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocksRequest) Reset() {
+	*x = ListLocksRequest{}
+	mi := &file_labfed_v1_token_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocksRequest) ProtoMessage() {}
+
+func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
+func (*ListLocksRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{5}
+}
+
+type ListLocksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Locks         []*Lock                `protobuf:"bytes,1,rep,name=locks,proto3" json:"locks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocksResponse) Reset() {
+	*x = ListLocksResponse{}
+	mi := &file_labfed_v1_token_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocksResponse) ProtoMessage() {}
+
+func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
+func (*ListLocksResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListLocksResponse) GetLocks() []*Lock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
 var File_labfed_v1_token_proto protoreflect.FileDescriptor
 
 const file_labfed_v1_token_proto_rawDesc = "" +
@@ -160,9 +445,29 @@ const file_labfed_v1_token_proto_rawDesc = "" +
 	"\x12IssueTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03jti\x18\x02 \x01(\tR\x03jti\x124\n" +
-	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires2T\n" +
+	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"e\n" +
+	"\x13RevokeTokensRequest\x12\x10\n" +
+	"\x03jti\x18\x01 \x01(\tR\x03jti\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xd0\x01\n" +
+	"\x04Lock\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x124\n" +
+	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x120\n" +
+	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x0e\n" +
+	"\x02by\x18\a \x01(\tR\x02by\";\n" +
+	"\x14RevokeTokensResponse\x12#\n" +
+	"\x04lock\x18\x01 \x01(\v2\x0f.labfed.v1.LockR\x04lock\"\x12\n" +
+	"\x10ListLocksRequest\":\n" +
+	"\x11ListLocksResponse\x12%\n" +
+	"\x05locks\x18\x01 \x03(\v2\x0f.labfed.v1.LockR\x05locks2\xe7\x01\n" +
 	"\fTokenService\x12D\n" +
-	"\x05Issue\x12\x1c.labfed.v1.IssueTokenRequest\x1a\x1d.labfed.v1.IssueTokenResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
+	"\x05Issue\x12\x1c.labfed.v1.IssueTokenRequest\x1a\x1d.labfed.v1.IssueTokenResponse\x12I\n" +
+	"\x06Revoke\x12\x1e.labfed.v1.RevokeTokensRequest\x1a\x1f.labfed.v1.RevokeTokensResponse\x12F\n" +
+	"\tListLocks\x12\x1b.labfed.v1.ListLocksRequest\x1a\x1c.labfed.v1.ListLocksResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
 
 var (
 	file_labfed_v1_token_proto_rawDescOnce sync.Once
@@ -176,21 +481,34 @@ func file_labfed_v1_token_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_token_proto_rawDescData
 }
 
-var file_labfed_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_labfed_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_labfed_v1_token_proto_goTypes = []any{
 	(*IssueTokenRequest)(nil),     // 0: labfed.v1.IssueTokenRequest
 	(*IssueTokenResponse)(nil),    // 1: labfed.v1.IssueTokenResponse
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*RevokeTokensRequest)(nil),   // 2: labfed.v1.RevokeTokensRequest
+	(*Lock)(nil),                  // 3: labfed.v1.Lock
+	(*RevokeTokensResponse)(nil),  // 4: labfed.v1.RevokeTokensResponse
+	(*ListLocksRequest)(nil),      // 5: labfed.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),     // 6: labfed.v1.ListLocksResponse
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_labfed_v1_token_proto_depIdxs = []int32{
-	2, // 0: labfed.v1.IssueTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	0, // 1: labfed.v1.TokenService.Issue:input_type -> labfed.v1.IssueTokenRequest
-	1, // 2: labfed.v1.TokenService.Issue:output_type -> labfed.v1.IssueTokenResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7, // 0: labfed.v1.IssueTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	7, // 1: labfed.v1.Lock.created:type_name -> google.protobuf.Timestamp
+	7, // 2: labfed.v1.Lock.until:type_name -> google.protobuf.Timestamp
+	3, // 3: labfed.v1.RevokeTokensResponse.lock:type_name -> labfed.v1.Lock
+	3, // 4: labfed.v1.ListLocksResponse.locks:type_name -> labfed.v1.Lock
+	0, // 5: labfed.v1.TokenService.Issue:input_type -> labfed.v1.IssueTokenRequest
+	2, // 6: labfed.v1.TokenService.Revoke:input_type -> labfed.v1.RevokeTokensRequest
+	5, // 7: labfed.v1.TokenService.ListLocks:input_type -> labfed.v1.ListLocksRequest
+	1, // 8: labfed.v1.TokenService.Issue:output_type -> labfed.v1.IssueTokenResponse
+	4, // 9: labfed.v1.TokenService.Revoke:output_type -> labfed.v1.RevokeTokensResponse
+	6, // 10: labfed.v1.TokenService.ListLocks:output_type -> labfed.v1.ListLocksResponse
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_labfed_v1_token_proto_init() }
@@ -204,7 +522,7 @@ func file_labfed_v1_token_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_token_proto_rawDesc), len(file_labfed_v1_token_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

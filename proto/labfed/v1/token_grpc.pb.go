@@ -21,7 +21,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TokenService_Issue_FullMethodName = "/labfed.v1.TokenService/Issue"
+	TokenService_Issue_FullMethodName     = "/labfed.v1.TokenService/Issue"
+	TokenService_Revoke_FullMethodName    = "/labfed.v1.TokenService/Revoke"
+	TokenService_ListLocks_FullMethodName = "/labfed.v1.TokenService/ListLocks"
 )
 
 // TokenServiceClient is the client API for TokenService service.
@@ -31,6 +33,10 @@ type TokenServiceClient interface {
 	// Issue fails with PermissionDenied naming the reason (no grant, grant
 	// ended, no account at the site, user suspended).
 	Issue(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
+	// Revoke writes a revocation lock (a token, every token of a user) or
+	// revokes a signing key.
+	Revoke(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
+	ListLocks(ctx context.Context, in *ListLocksRequest, opts ...grpc.CallOption) (*ListLocksResponse, error)
 }
 
 type tokenServiceClient struct {
@@ -51,6 +57,26 @@ func (c *tokenServiceClient) Issue(ctx context.Context, in *IssueTokenRequest, o
 	return out, nil
 }
 
+func (c *tokenServiceClient) Revoke(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokensResponse)
+	err := c.cc.Invoke(ctx, TokenService_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tokenServiceClient) ListLocks(ctx context.Context, in *ListLocksRequest, opts ...grpc.CallOption) (*ListLocksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLocksResponse)
+	err := c.cc.Invoke(ctx, TokenService_ListLocks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TokenServiceServer is the server API for TokenService service.
 // All implementations must embed UnimplementedTokenServiceServer
 // for forward compatibility.
@@ -58,6 +84,10 @@ type TokenServiceServer interface {
 	// Issue fails with PermissionDenied naming the reason (no grant, grant
 	// ended, no account at the site, user suspended).
 	Issue(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
+	// Revoke writes a revocation lock (a token, every token of a user) or
+	// revokes a signing key.
+	Revoke(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
+	ListLocks(context.Context, *ListLocksRequest) (*ListLocksResponse, error)
 	mustEmbedUnimplementedTokenServiceServer()
 }
 
@@ -70,6 +100,12 @@ type UnimplementedTokenServiceServer struct{}
 
 func (UnimplementedTokenServiceServer) Issue(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Issue not implemented")
+}
+func (UnimplementedTokenServiceServer) Revoke(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedTokenServiceServer) ListLocks(context.Context, *ListLocksRequest) (*ListLocksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListLocks not implemented")
 }
 func (UnimplementedTokenServiceServer) mustEmbedUnimplementedTokenServiceServer() {}
 func (UnimplementedTokenServiceServer) testEmbeddedByValue()                      {}
@@ -110,6 +146,42 @@ func _TokenService_Issue_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TokenService_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenServiceServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenService_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenServiceServer).Revoke(ctx, req.(*RevokeTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TokenService_ListLocks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLocksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenServiceServer).ListLocks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenService_ListLocks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenServiceServer).ListLocks(ctx, req.(*ListLocksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TokenService_ServiceDesc is the grpc.ServiceDesc for TokenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -120,6 +192,14 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Issue",
 			Handler:    _TokenService_Issue_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _TokenService_Revoke_Handler,
+		},
+		{
+			MethodName: "ListLocks",
+			Handler:    _TokenService_ListLocks_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

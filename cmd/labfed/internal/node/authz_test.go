@@ -315,6 +315,12 @@ func matrix() []call {
 		{method: "Issue", allowed: []int{credResearcher, credSiteAdmin, credCoordinator}, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(pb.NewTokenServiceClient(c).Issue(ctx, &pb.IssueTokenRequest{Scope: "instrument.view:rutgers/krios-g4", User: "rita"}))
 		}},
+		{method: "Revoke", allowed: admins, do: func(ctx context.Context, c *grpc.ClientConn, tag string) error {
+			return ignore(pb.NewTokenServiceClient(c).Revoke(ctx, &pb.RevokeTokensRequest{Jti: "jti-" + tag}))
+		}},
+		{method: "ListLocks", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewTokenServiceClient(c).ListLocks(ctx, &pb.ListLocksRequest{}))
+		}},
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))
 		}},
