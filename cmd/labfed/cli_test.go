@@ -78,19 +78,37 @@ func bootFederation(t testing.TB, insecure bool) (*federation, string, *client.C
 	return f, dir, cl
 }
 
-func startTestFederation(t testing.TB) *testFed {
+// loadDemoSeed loads the demo's sample directory through cl.
+func loadDemoSeed(t testing.TB, cl *client.Client) {
 	t.Helper()
-	f, _, cl := bootFederation(t, true)
-	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer rcancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	seedPath := filepath.Join("..", "..", "testdata", "demo", "directory.yaml")
 	sd, err := loadSeed(seedPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sd.apply(rctx, cl.Directory); err != nil {
+	if err := sd.apply(ctx, cl.Directory); err != nil {
 		t.Fatalf("apply %s: %v", seedPath, err)
 	}
+}
+
+// adminCLI runs the command line against node i of a TLS test federation
+// as the demo's coordinator (its administrator certificate).
+func adminCLI(f *federation, dir string, i int) func(args ...string) (string, error) {
+	caCert, _, _ := caFiles(filepath.Join(dir, "ca"))
+	admin := filepath.Join(dir, "ca", "coord")
+	base := []string{"--addr", f.nodes[i].Addr(), "--ca", caCert, "--cert", admin + ".crt", "--key", admin + ".key", "--timeout", "10s"}
+	return func(args ...string) (string, error) {
+		out, _, err := runCLI(append(append([]string{}, base...), args...)...)
+		return out, err
+	}
+}
+
+func startTestFederation(t testing.TB) *testFed {
+	t.Helper()
+	f, _, cl := bootFederation(t, true)
+	loadDemoSeed(t, cl)
 	return &testFed{f: f}
 }
 

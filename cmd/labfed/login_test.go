@@ -18,15 +18,9 @@ import (
 // programmatic browser in place of a person.
 func TestLoginCommands(t *testing.T) {
 	f, dir, cl := bootFederation(t, false)
+	loadDemoSeed(t, cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sd, err := loadSeed(filepath.Join("..", "..", "testdata", "demo", "directory.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sd.apply(ctx, cl.Directory); err != nil {
-		t.Fatal(err)
-	}
 	if err := f.registerDemoIdentities(ctx, cl.Directory); err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,22 +12,8 @@ import (
 // audience site would, and checks refusals name their reason.
 func TestTokenCommands(t *testing.T) {
 	f, dir, cl := bootFederation(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sd, err := loadSeed(filepath.Join("..", "..", "testdata", "demo", "directory.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sd.apply(ctx, cl.Directory); err != nil {
-		t.Fatal(err)
-	}
-	caCert, _, _ := caFiles(filepath.Join(dir, "ca"))
-	admin := filepath.Join(dir, "ca", "coord")
-	base := []string{"--addr", f.nodes[1].Addr(), "--ca", caCert, "--cert", admin + ".crt", "--key", admin + ".key", "--timeout", "10s"}
-	cli := func(args ...string) (string, error) {
-		out, _, err := runCLI(append(append([]string{}, base...), args...)...)
-		return out, err
-	}
+	loadDemoSeed(t, cl)
+	cli := adminCLI(f, dir, 1)
 	var tok string
 	deadline := time.Now().Add(15 * time.Second)
 	for {
