@@ -117,6 +117,18 @@ func parseSoftware(vals []string) (map[string]string, error) {
 	return out, nil
 }
 
+// jobNeeds reads the --gpus and --software flags compute and place share.
+func jobNeeds(c *cli.Context) (int32, map[string]string, error) {
+	sw, err := parseSoftware(c.StringSlice("software"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if c.Int("gpus") < 0 {
+		return 0, nil, fmt.Errorf("--gpus %d is negative", c.Int("gpus"))
+	}
+	return int32(c.Int("gpus")), sw, nil
+}
+
 type computeJSON struct {
 	ID         string            `json:"id"`
 	Site       string            `json:"site"`
@@ -156,14 +168,11 @@ func computeCommand() *cli.Command {
 			jsonFlag(),
 		},
 		Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
-			sw, err := parseSoftware(c.StringSlice("software"))
+			gpus, sw, err := jobNeeds(c)
 			if err != nil {
 				return err
 			}
-			if c.Int("gpus") < 0 {
-				return fmt.Errorf("--gpus %d is negative", c.Int("gpus"))
-			}
-			resp, err := cl.Discovery.ListCompute(ctx, &pb.ListComputeRequest{Near: c.String("near"), Gpus: int32(c.Int("gpus")), Software: sw})
+			resp, err := cl.Discovery.ListCompute(ctx, &pb.ListComputeRequest{Near: c.String("near"), Gpus: gpus, Software: sw})
 			if err != nil {
 				return err
 			}
@@ -213,14 +222,11 @@ func placeCommand() *cli.Command {
 			jsonFlag(),
 		},
 		Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
-			sw, err := parseSoftware(c.StringSlice("software"))
+			gpus, sw, err := jobNeeds(c)
 			if err != nil {
 				return err
 			}
-			if c.Int("gpus") < 0 {
-				return fmt.Errorf("--gpus %d is negative", c.Int("gpus"))
-			}
-			resp, err := cl.Discovery.Place(ctx, &pb.PlaceRequest{DataSite: c.String("data-site"), Gpus: int32(c.Int("gpus")), Software: sw})
+			resp, err := cl.Discovery.Place(ctx, &pb.PlaceRequest{DataSite: c.String("data-site"), Gpus: gpus, Software: sw})
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labfed/labfed/broker"
@@ -142,18 +143,8 @@ func (d discovery) Instruments() []broker.Instrument {
 			out = append(out, broker.Instrument{ID: in.ID, Site: o.Site, Type: in.Type, Model: in.Model, Status: st})
 		}
 	}
-	slices.SortFunc(out, func(a, b broker.Instrument) int { return cmpString(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b broker.Instrument) int { return strings.Compare(a.ID, b.ID) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // targets lists every compute target, each with its site's reachability.
@@ -173,7 +164,7 @@ func (d discovery) targets() ([]broker.ComputeTarget, map[string]bool) {
 			})
 		}
 	}
-	slices.SortFunc(out, func(a, b broker.ComputeTarget) int { return cmpString(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b broker.ComputeTarget) int { return strings.Compare(a.ID, b.ID) })
 	return out, reach
 }
 
