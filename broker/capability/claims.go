@@ -61,7 +61,9 @@ type Key struct {
 }
 
 // Bundle is the federation's trust bundle as a verifier sees it. Key must
-// be safe for concurrent use and must not block: it runs on every Verify.
+// be safe for concurrent use. It runs on every Verify, so it should answer
+// from memory; broker/trust's Store blocks only for a kid it does not know,
+// for one bounded refresh.
 type Bundle interface {
 	Key(kid string) (Key, bool)
 }

@@ -10,6 +10,8 @@
 // "action:resource" scopes with WLCG semantics), posix (the account at the
 // audience site) and grant (the ids of the grants that justified it).
 //
+// [Signer.Sign] writes tokens with go-jose; verification does not use it.
+//
 // # Verification
 //
 // [Verifier.Verify] is deliberately narrower than JOSE: it parses the token
@@ -19,8 +21,10 @@
 // kid, and refuses every header parameter it does not understand
 // (jwk, jku, x5u, x5c, x5t, crit, …), duplicate JSON keys (which
 // encoding/json would silently resolve to the last one), unknown claims and
-// non-canonical base64url. Every refusal is a [*RefusedError] whose Code is
-// stable and whose Reason says what was wrong in one line.
+// non-canonical base64url. Every scope must name a resource at the aud
+// site, since the broker addresses a token to its resource's site. Every
+// refusal is a [*RefusedError] whose Code is stable and whose Reason says
+// what was wrong in one line.
 //
 // # Caveats
 //

@@ -67,6 +67,7 @@ const (
 	CodePOSIX       = "posix"        // posix claim malformed
 	CodeGrant       = "grant"        // grant claim malformed
 	CodeScope       = "scope"        // scope missing or a scope does not parse
+	CodeScopeSite   = "scope-site"   // a scope names a resource at a site other than aud
 	CodeScopeDenied = "scope-denied" // no scope covers the one asked for
 	CodeRevoked     = "revoked"      // the Revoked callback refused it
 )

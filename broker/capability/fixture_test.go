@@ -293,6 +293,12 @@ func (f *fixture) catalog(tb testing.TB) []hostile {
 		{"scope unknown action", token(h, c.set("scope", `"instrument.operate:rutgers/krios-g4 root:rutgers/krios-g4"`), f.k1), "", CodeScope},
 		{"scope list", token(h, c.set("scope", `["instrument.operate:rutgers/krios-g4"]`), f.k1), "", CodeScope},
 
+		// Scope against the audience: every scope is at the aud site, even
+		// when another scope covers what is asked for.
+		{"scope at another site beside one here", token(h, c.set("scope", `"instrument.operate:rutgers/krios-g4 compute.create:psc/bridges2-gpu"`), f.k1), opKrios, CodeScopeSite},
+		{"scope only at another site", token(h, c.set("scope", `"instrument.operate:psc/krios-g4"`), f.k1), "", CodeScopeSite},
+		{"scope at a site whose name extends aud", token(h, c.set("scope", `"storage.read:rutgers-dc/raw/a"`), f.k1), "", CodeScopeSite},
+
 		// Scope against the request.
 		{"scope for another resource", good, "instrument.operate:rutgers/krios-g5", CodeScopeDenied},
 		{"scope for another action", good, "instrument.view:rutgers/krios-g4", CodeScopeDenied},

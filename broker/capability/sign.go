@@ -2,10 +2,12 @@ package capability
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/labfed/labfed/broker"
 )
@@ -15,17 +17,25 @@ import (
 type Signer struct {
 	kid, issuer string
 	priv        ed25519.PrivateKey
-	header      string // base64url of the protected header, computed once
+	// jws signs with the protected header {"alg":"EdDSA","kid":…,"typ":…};
+	// nil when NewSigner was given no usable key, and then Sign says why.
+	jws    jose.Signer
+	jwsErr error
 }
 
 // NewSigner returns a Signer for the key kid held by the broker issuer.
+// It never fails: a key Sign cannot use is reported by every Sign.
 func NewSigner(kid, issuer string, priv ed25519.PrivateKey) *Signer {
-	h, _ := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{Alg, kid, Typ})
-	return &Signer{kid: kid, issuer: issuer, priv: priv, header: base64.RawURLEncoding.EncodeToString(h)}
+	s := &Signer{kid: kid, issuer: issuer, priv: priv}
+	if len(priv) != ed25519.PrivateKeySize || kid == "" {
+		return s
+	}
+	// A bare ed25519 key, not a JSONWebKey: go-jose then writes neither
+	// jwk nor a kid of its own, and the header holds exactly alg, kid and
+	// typ, all the Verifier accepts.
+	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(Typ)).WithHeader(jose.HeaderKey("kid"), kid)
+	s.jws, s.jwsErr = jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: priv}, opts)
+	return s
 }
 
 // KID returns the key id the Signer puts in every header.
@@ -34,14 +44,17 @@ func (s *Signer) KID() string { return s.kid }
 // Sign returns c as a compact JWS. It fills iss from the Signer and ver with
 // "1"; a zero IssuedAt becomes now, a zero NotBefore becomes IssuedAt and a
 // zero Expiry becomes NotBefore+DefaultLifetime. It refuses claims no
-// Verifier would accept: a missing sub, aud, jti or scope, exp not after
-// nbf, or a lifetime above MaxLifetime.
+// Verifier would accept: a missing sub, aud, jti or scope, a scope at a
+// site other than aud, exp not after nbf, or a lifetime above MaxLifetime.
 func (s *Signer) Sign(c Claims) (string, error) {
 	if len(s.priv) != ed25519.PrivateKeySize {
 		return "", broker.Errorf(broker.ErrInvalid, "signing key %s is %d bytes, want an Ed25519 private key of %d", s.kid, len(s.priv), ed25519.PrivateKeySize)
 	}
 	if s.kid == "" || s.issuer == "" {
 		return "", broker.Errorf(broker.ErrInvalid, "signer has no kid or issuer; build it with NewSigner(kid, issuer, key)")
+	}
+	if s.jwsErr != nil {
+		return "", broker.Errorf(broker.ErrInvalid, "signing key %s cannot sign EdDSA tokens: %v", s.kid, oneLine(s.jwsErr))
 	}
 	if c.Issuer != "" && c.Issuer != s.issuer {
 		return "", broker.Errorf(broker.ErrInvalid, "claims name issuer %q but the signer is %q; leave Issuer empty", c.Issuer, s.issuer)
@@ -68,6 +81,9 @@ func (s *Signer) Sign(c Claims) (string, error) {
 		// unknown action into the claim.
 		if p, err := ParseScope(str); err != nil || p.String() != str {
 			return "", broker.Errorf(broker.ErrInvalid, "token scope %q is not a valid action:resource", str)
+		}
+		if site := sc.Resource.Site; site != c.Audience {
+			return "", broker.Errorf(broker.ErrInvalid, "token scope %q names site %s, but the token is for %s; set Audience to the resource's site", str, site, c.Audience)
 		}
 		scopes[i] = str
 	}
@@ -108,13 +124,9 @@ func (s *Signer) Sign(c Claims) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	enc := base64.RawURLEncoding
-	buf := make([]byte, 0, len(s.header)+2+enc.EncodedLen(len(payload))+enc.EncodedLen(ed25519.SignatureSize))
-	buf = append(buf, s.header...)
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, payload)
-	sig := ed25519.Sign(s.priv, buf)
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, sig)
-	return string(buf), nil
+	jws, err := s.jws.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("sign token %s with key %s: %w", c.ID, s.kid, err)
+	}
+	return jws.CompactSerialize()
 }

@@ -278,6 +278,12 @@ func (v *Verifier) claims(b []byte, key Key) (*Claims, *RefusedError) {
 		if err != nil {
 			return nil, refuse(CodeScope, "claim scope: %v", oneLine(err))
 		}
+		// The broker sets aud to the site of the resource; a scope
+		// elsewhere means the token was not minted by that rule, and the
+		// audience site must not act on another site's resource.
+		if sc.Resource.Site != c.Audience {
+			return nil, refuse(CodeScopeSite, "scope %s names site %s, but the token is for %s", quote(sc.String()), sc.Resource.Site, c.Audience)
+		}
 		c.Scope = append(c.Scope, sc)
 	}
 	return c, nil

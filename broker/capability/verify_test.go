@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labfed/labfed/broker"
 )
 
 func TestVerifyCatalog(t *testing.T) {
@@ -186,13 +188,21 @@ func TestSignRefuses(t *testing.T) {
 		}},
 		{"bad posix user", func(c *Claims) { c.POSIX = &POSIX{User: "Root!"} }},
 		{"empty grant", func(c *Claims) { c.Grants = []string{""} }},
+		{"scope at another site", func(c *Claims) {
+			c.Scope = append(c.Scope, mustScope(t, "compute.create:psc/bridges2-gpu"))
+		}},
+		{"only scope at another site", func(c *Claims) { c.Audience = "psc" }},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
 			c := base
 			test.mod(&c)
-			if tok, err := s.Sign(c); err == nil {
-				t.Errorf("Sign(%s) = %q, want an error", test.name, tok)
+			tok, err := s.Sign(c)
+			if err == nil {
+				t.Fatalf("Sign(%s) = %q, want an error", test.name, tok)
+			}
+			if !errors.Is(err, broker.ErrInvalid) || strings.ContainsAny(err.Error(), "\r\n") {
+				t.Errorf("Sign(%s) = %v, want one line of kind ErrInvalid", test.name, err)
 			}
 		})
 	}
@@ -216,6 +226,21 @@ func mustDecode(t testing.TB, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestVerifyScopeSite checks the refusal a site gives a token addressed
+// to it whose scope names another site's resource, with its reason.
+func TestVerifyScopeSite(t *testing.T) {
+	f := newFixture()
+	tok := token(goodHeader(), goodClaims().set("aud", `"psc"`).set("scope", `"instrument.operate:rutgers/krios-g4"`), f.k1)
+	_, err := NewVerifier("psc", f.bundle, WithClock(func() time.Time { return testNow })).Verify(tok, nil)
+	var re *RefusedError
+	if !errors.As(err, &re) || re.Code != CodeScopeSite {
+		t.Fatalf("Verify(aud psc, scope at rutgers) = %v, want code %q", err, CodeScopeSite)
+	}
+	if want := `scope "instrument.operate:rutgers/krios-g4" names site rutgers, but the token is for psc`; re.Reason != want {
+		t.Errorf("Verify(aud psc, scope at rutgers) reason = %q, want %q", re.Reason, want)
+	}
 }
 
 func TestVerifyNilBundle(t *testing.T) {
