@@ -68,22 +68,48 @@ func (a *applier) addLock(c *AddLock) (any, error) {
 	n := a.counter("lock") + 1
 	a.setCounter("lock", n)
 	l := &Lock{ID: fmt.Sprintf("l-%d", n), Kind: c.Kind, Value: c.Value, Reason: c.Reason, Created: a.now, Until: a.now.Add(MaxTokenLifetime), By: a.actor}
-	return l, putJSON(a.tx, bLocks, fmt.Sprintf("%020d", n), l)
+	seq := fmt.Sprintf("%020d", n)
+	if err := a.tx.Put(bLocksByValue, k2(k2(l.Kind, l.Value), seq), nil); err != nil {
+		return nil, err
+	}
+	return l, putJSON(a.tx, bLocks, seq, l)
 }
 
 // pruneLocks forgets locks that have lapsed at the command's time.
 func (a *applier) pruneLocks() {
-	var gone []string
+	var gone []Lock
+	var keys []string
 	_ = a.tx.ForEach(bLocks, "", func(k string, v []byte) error {
 		var l Lock
 		if json.Unmarshal(v, &l) == nil && !a.now.Before(l.Until) {
-			gone = append(gone, k)
+			gone, keys = append(gone, l), append(keys, k)
 		}
 		return nil
 	})
-	for _, k := range gone {
+	for i, k := range keys {
 		_ = a.tx.Delete(bLocks, k)
+		_ = a.tx.Delete(bLocksByValue, k2(k2(gone[i].Kind, gone[i].Value), k))
 	}
+}
+
+// LocksOn lists the locks of kind on value (a user, a jti) that have not
+// lapsed at t, through the index rather than every lock.
+func (d *Directory) LocksOn(kind, value string, t time.Time) ([]*Lock, error) {
+	out := []*Lock{}
+	prefix := k2(k2(kind, value), "")
+	err := d.store.View(func(tx Tx) error {
+		return tx.ForEach(bLocksByValue, prefix, func(k string, _ []byte) error {
+			l, err := getJSON[Lock](tx, bLocks, k[len(prefix):])
+			if err != nil {
+				return err
+			}
+			if l != nil && t.Before(l.Until) {
+				out = append(out, l)
+			}
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Locks lists the locks that have not lapsed at t, oldest first.

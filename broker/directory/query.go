@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/labfed/labfed/broker"
 )
@@ -127,11 +128,33 @@ type GrantFilter struct {
 
 // Grants lists grants in the order they were made.
 func (d *Directory) Grants(f GrantFilter) ([]*Grant, error) {
-	return list(d, bGrants, "", func(g *Grant) bool {
+	keep := func(g *Grant) bool {
 		return (f.IncludeRevoked || g.Status != GrantRevoked) &&
 			(f.Subject == "" || g.Subject == f.Subject) &&
 			(f.Resource == "" || g.Resource == f.Resource || strings.HasPrefix(g.Resource, f.Resource+"/"))
+	}
+	if f.Subject == "" {
+		return list(d, bGrants, "", keep)
+	}
+	// One subject: through the subject index rather than every grant.
+	out := []*Grant{}
+	err := d.store.View(func(tx Tx) error {
+		return tx.ForEach(bGrantsBySubject, f.Subject+"\x00", func(k string, _ []byte) error {
+			key := k[len(f.Subject)+1:]
+			g, err := getJSON[Grant](tx, bGrants, key)
+			if err != nil {
+				return err
+			}
+			if g == nil {
+				return fmt.Errorf("directory: grant index names %s/%s, which does not exist", bGrants, key)
+			}
+			if keep(g) {
+				out = append(out, g)
+			}
+			return nil
+		})
 	})
+	return out, err
 }
 
 // Grant returns one grant by id ("g-12").
@@ -198,5 +221,83 @@ func (d *Directory) ProjectsOf(user string) []string {
 		out = suffixes(tx, bMemberOf, user)
 		return nil
 	})
+	return out
+}
+
+// Entitlements is what the directory holds that decides a capability for
+// a user at a site, read in one transaction so the parts agree.
+type Entitlements struct {
+	User *User
+	// Projects the user is a member of.
+	Projects []string
+	// Grants to the user and to their projects, revoked ones included (a
+	// refusal may name them).
+	Grants []*Grant
+	// Account at the site; nil when the user has none there.
+	Account *Account
+	// UserLocks are the locks on the user's tokens in force at t.
+	UserLocks []*Lock
+	// Key is the signing key asked for; nil when it is not in the bundle.
+	Key *SigningKey
+}
+
+// Entitlements reads a user's entitlements at site as of t, and the
+// signing key kid that would sign for them.
+func (d *Directory) Entitlements(user, site, kid string, t time.Time) (*Entitlements, error) {
+	e := &Entitlements{}
+	err := d.store.View(func(tx Tx) error {
+		var err error
+		if e.Key, err = getJSON[SigningKey](tx, bKeys, kid); err != nil {
+			return err
+		}
+		u, err := getJSON[User](tx, bUsers, user)
+		if err != nil {
+			return err
+		}
+		if u == nil {
+			return broker.Errorf(broker.ErrNotFound, "user %q is not in the directory; list users with labfed user list", user)
+		}
+		e.User = u
+		e.Projects = suffixes(tx, bMemberOf, user)
+		for _, subj := range append([]string{"user:" + user}, prefixAll("project:", e.Projects)...) {
+			err := tx.ForEach(bGrantsBySubject, subj+"\x00", func(k string, _ []byte) error {
+				key := k[len(subj)+1:]
+				g, err := getJSON[Grant](tx, bGrants, key)
+				if err != nil {
+					return err
+				}
+				if g == nil {
+					return fmt.Errorf("directory: grant index names %s/%s, which does not exist", bGrants, key)
+				}
+				e.Grants = append(e.Grants, g)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if e.Account, err = getJSON[Account](tx, bAccounts, k2(site, user)); err != nil {
+			return err
+		}
+		prefix := k2(k2(LockUser, user), "")
+		return tx.ForEach(bLocksByValue, prefix, func(k string, _ []byte) error {
+			l, err := getJSON[Lock](tx, bLocks, k[len(prefix):])
+			if err == nil && l != nil && t.Before(l.Until) {
+				e.UserLocks = append(e.UserLocks, l)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func prefixAll(prefix string, xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = prefix + x
+	}
 	return out
 }

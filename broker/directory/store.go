@@ -33,7 +33,7 @@ func Buckets() []string {
 	return []string{
 		bSites, bUsers, bEmails, bIdents, bProjects, bMemberOf, bGrants, bGrantsBySubject,
 		bAccounts, bAccountsByUser, bUIDs, bGIDs, bProjectGIDs, bUsernames, bNodes, bMeta,
-		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer, bLocks,
+		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer, bLocks, bLocksByValue,
 	}
 }
 
@@ -61,6 +61,7 @@ const (
 	bKeys            = "signing_keys"
 	bKeysByIssuer    = "signing_keys_by_issuer"
 	bLocks           = "locks"
+	bLocksByValue    = "locks_by_value" // kind\x00value\x00seq → nil
 )
 
 // SnapshotStore is a Store that can also copy out and replace its whole

@@ -106,6 +106,14 @@ var policy = map[string]rule{
 	pb.DirectoryService_ListKeys_FullMethodName:   {},
 	pb.DirectoryService_PublishKey_FullMethodName: {write: true, check: brokerOnly("publish signing keys")},
 	pb.DirectoryService_RevokeKey_FullMethodName:  {write: true, check: coordinatorOnly("revoke signing keys")},
+	// A broker's own key is rotated on that broker, by its site's
+	// administrators or a coordinator.
+	pb.DirectoryService_RotateKey_FullMethodName: {check: func(s *Server, _ context.Context, p *Principal, _ any) error {
+		if site := s.cfg.Login.Site; !p.AdminOf(site) {
+			return denied(p, "rotate the signing key of a broker of "+site, "site-admin:"+site+" or coordinator")
+		}
+		return nil
+	}},
 
 	pb.ClusterService_Join_FullMethodName:       {check: brokerOnly("join the federation")},
 	pb.ClusterService_RemovePeer_FullMethodName: {check: coordinatorOnly("remove Raft peers")},
@@ -132,6 +140,9 @@ var policy = map[string]rule{
 	pb.TokenService_Issue_FullMethodName:     {},
 	pb.TokenService_Revoke_FullMethodName:    {write: true, check: checkRevoke},
 	pb.TokenService_ListLocks_FullMethodName: {},
+	// Verifiers (agents, the CLI) follow keys and locks; both are public
+	// within the federation, as ListKeys and ListLocks are.
+	pb.TokenService_WatchTrust_FullMethodName: {},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

@@ -64,6 +64,8 @@ type Config struct {
 	Discovery Discovery
 	// Signer signs capability tokens with this broker's key.
 	Signer TokenSigner
+	// Keys rotates this broker's signing key; nil when it cannot.
+	Keys KeyRotator
 	// Reporter changes this site's offer; nil without gossip.
 	Reporter OfferReporter
 	// GossipKeys rotates the gossip key; nil without encrypted gossip.
@@ -98,6 +100,12 @@ func NewServer(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	return &Server{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+}
+
+// ServerOptions are the interceptors every gRPC server of the services
+// needs: without them no access rule runs. Pass them to grpc.NewServer.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.UnaryInterceptor), grpc.ChainStreamInterceptor(s.StreamInterceptor)}
 }
 
 // Register adds the services to g.

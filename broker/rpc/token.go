@@ -50,41 +50,38 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 	now := s.cfg.Now().UTC()
 	var in authz.Input
 	var posix *capability.POSIX
+	var keyEnd time.Time
 	// A linearizable read: a grant revoked a moment ago must not count.
 	err = s.cfg.Replica.Read(ctx, false, func(d *directory.Directory) error {
-		if k, err := d.SigningKey(s.cfg.Signer.KID()); err != nil || k.Status != directory.KeyActive {
+		e, err := d.Entitlements(user, scope.Resource.Site, s.cfg.Signer.KID(), now)
+		if err != nil {
+			return err
+		}
+		// A key turns retiring the moment its successor is published,
+		// while a rotation waits for the successor to reach every broker:
+		// until then the old key signs, its tokens ending by its own end.
+		k := e.Key
+		if k == nil || (k.Status != directory.KeyActive && k.Status != directory.KeyRetiring) {
 			return broker.Errorf(broker.ErrUnavailable, "this broker's signing key %s is not yet active in the trust bundle; retry in a moment", s.cfg.Signer.KID())
 		}
+		if k.Status == directory.KeyRetiring && k.NotAfter != nil {
+			keyEnd = *k.NotAfter
+		}
 		in = authz.Input{User: user, Action: scope.Action, Resource: scope.Resource, Now: now, TTL: ttl}
-		u, err := d.User(user)
-		if err != nil {
-			return err
+		in.UserStatus = e.User.Status
+		if n := len(e.UserLocks); n > 0 {
+			l := e.UserLocks[n-1]
+			return status.Errorf(codes.PermissionDenied, "the tokens of %s are revoked until %s (%s); ask a coordinator", user, l.Until.Format(time.RFC3339), orNone(l.Reason))
 		}
-		in.UserStatus = u.Status
-		locks, err := d.Locks(now)
-		if err != nil {
-			return err
-		}
-		for _, l := range locks {
-			if l.Kind == directory.LockUser && l.Value == user {
-				return status.Errorf(codes.PermissionDenied, "the tokens of %s are revoked until %s (%s); ask a coordinator", user, l.Until.Format(time.RFC3339), orNone(l.Reason))
-			}
-		}
-		in.Projects = d.ProjectsOf(user)
-		for _, subj := range append([]string{"user:" + user}, prefixed("project:", in.Projects)...) {
-			gs, err := d.Grants(directory.GrantFilter{Subject: subj})
+		in.Projects = e.Projects
+		for _, g := range e.Grants {
+			res, err := broker.ParseResource(g.Resource)
 			if err != nil {
-				return err
+				continue
 			}
-			for _, g := range gs {
-				res, err := broker.ParseResource(g.Resource)
-				if err != nil {
-					continue
-				}
-				in.Grants = append(in.Grants, authz.Grant{ID: g.ID, Subject: g.Subject, Resource: res, Actions: g.Actions, From: g.From, Until: g.Until, Revoked: g.Status == directory.GrantRevoked})
-			}
+			in.Grants = append(in.Grants, authz.Grant{ID: g.ID, Subject: g.Subject, Resource: res, Actions: g.Actions, From: g.From, Until: g.Until, Revoked: g.Status == directory.GrantRevoked})
 		}
-		if a, err := d.Account(user, scope.Resource.Site); err == nil && a.Status == directory.StatusActive {
+		if a := e.Account; a != nil && a.Status == directory.StatusActive {
 			in.HasAccount = true
 			posix = &capability.POSIX{User: a.Username, UID: a.UID, GID: a.GID, Groups: a.Groups}
 		}
@@ -97,6 +94,9 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 	if !dec.Allowed {
 		s.cfg.Logger.Info("token refused", "user", user, "scope", scope.String(), "reason", dec.Reason, "by", p.Actor())
 		return nil, status.Error(codes.PermissionDenied, dec.Reason)
+	}
+	if !keyEnd.IsZero() && dec.Expiry.After(keyEnd) {
+		dec.Expiry = keyEnd
 	}
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -112,14 +112,6 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 	}
 	s.cfg.Logger.Info("token issued", "user", user, "scope", scope.String(), "jti", c.ID, "grants", dec.Grants, "by", p.Actor())
 	return &pb.IssueTokenResponse{Token: tok, Jti: c.ID, Expires: timestamppb.New(dec.Expiry)}, nil
-}
-
-func prefixed(prefix string, xs []string) []string {
-	out := make([]string, len(xs))
-	for i, x := range xs {
-		out[i] = prefix + x
-	}
-	return out
 }
 
 func lockToPB(l *directory.Lock) *pb.Lock {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -21,6 +22,30 @@ type fsm struct {
 	// raft.Raft.AppliedIndex runs ahead of the FSM (it counts entries handed
 	// to it, not entries applied), so linearizable reads wait on this.
 	applied atomic.Uint64
+
+	// changed is closed and replaced after every batch that applied a
+	// command and after every restore, waking Changed's watchers.
+	changedMu sync.Mutex
+	changed   chan struct{}
+}
+
+// changedCh returns the channel the next change closes.
+func (f *fsm) changedCh() <-chan struct{} {
+	f.changedMu.Lock()
+	defer f.changedMu.Unlock()
+	if f.changed == nil {
+		f.changed = make(chan struct{})
+	}
+	return f.changed
+}
+
+func (f *fsm) notify() {
+	f.changedMu.Lock()
+	defer f.changedMu.Unlock()
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -63,6 +88,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if len(logs) > 0 {
 		f.applied.Store(logs[len(logs)-1].Index)
 	}
+	if len(cmds) > 0 {
+		f.notify()
+	}
 	return out
 }
 
@@ -96,6 +124,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.applied.Store(index)
+	f.notify()
 	return nil
 }
 

@@ -174,6 +174,14 @@ func (r *Replica) watchLeadership() {
 	}
 }
 
+// Changed returns a channel that is closed once the directory next
+// changes: a command applied or a snapshot restored. Read the directory
+// after it fires, then call Changed again.
+func (r *Replica) Changed() <-chan struct{} { return r.fsm.changedCh() }
+
+// AppliedIndex is the index of the last log entry the directory holds.
+func (r *Replica) AppliedIndex() uint64 { return r.fsm.applied.Load() }
+
 // Directory returns the local directory for stale reads and tests.
 func (r *Replica) Directory() *directory.Directory { return r.dir }
 

@@ -2241,6 +2241,94 @@ func (x *PublishKeyRequest) GetPublic() []byte {
 	return nil
 }
 
+type RotateKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyRequest) Reset() {
+	*x = RotateKeyRequest{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{36}
+}
+
+type RotateKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OldKid        string                 `protobuf:"bytes,1,opt,name=old_kid,json=oldKid,proto3" json:"old_kid,omitempty"`
+	Key           *SigningKey            `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyResponse) Reset() {
+	*x = RotateKeyResponse{}
+	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RotateKeyResponse) GetOldKid() string {
+	if x != nil {
+		return x.OldKid
+	}
+	return ""
+}
+
+func (x *RotateKeyResponse) GetKey() *SigningKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 type RevokeKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kid           string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
@@ -2251,7 +2339,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	mi := &file_labfed_v1_directory_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2351,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[36]
+	mi := &file_labfed_v1_directory_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2364,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{36}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RevokeKeyRequest) GetKid() string {
@@ -2305,7 +2393,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	mi := &file_labfed_v1_directory_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2405,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[37]
+	mi := &file_labfed_v1_directory_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2418,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{37}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Peer) GetId() string {
@@ -2378,7 +2466,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[38]
+	mi := &file_labfed_v1_directory_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2390,7 +2478,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[38]
+	mi := &file_labfed_v1_directory_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2403,7 +2491,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{38}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2470,7 +2558,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[39]
+	mi := &file_labfed_v1_directory_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +2570,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[39]
+	mi := &file_labfed_v1_directory_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +2583,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{39}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{41}
 }
 
 type RemovePeerRequest struct {
@@ -2507,7 +2595,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[40]
+	mi := &file_labfed_v1_directory_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2607,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[40]
+	mi := &file_labfed_v1_directory_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2620,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{40}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -2550,7 +2638,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[41]
+	mi := &file_labfed_v1_directory_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2650,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[41]
+	mi := &file_labfed_v1_directory_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2663,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{41}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{43}
 }
 
 type ListPeersRequest struct {
@@ -2587,7 +2675,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[42]
+	mi := &file_labfed_v1_directory_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +2687,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[42]
+	mi := &file_labfed_v1_directory_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +2700,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{42}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListPeersRequest) GetRead() *ReadOptions {
@@ -2631,7 +2719,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[43]
+	mi := &file_labfed_v1_directory_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2731,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[43]
+	mi := &file_labfed_v1_directory_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2744,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{43}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -2674,7 +2762,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[44]
+	mi := &file_labfed_v1_directory_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2774,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[44]
+	mi := &file_labfed_v1_directory_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2787,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{44}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{46}
 }
 
 type StatusResponse struct {
@@ -2720,7 +2808,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[45]
+	mi := &file_labfed_v1_directory_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2820,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[45]
+	mi := &file_labfed_v1_directory_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2833,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{45}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -2812,7 +2900,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[46]
+	mi := &file_labfed_v1_directory_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2824,7 +2912,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[46]
+	mi := &file_labfed_v1_directory_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2837,7 +2925,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{46}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{48}
 }
 
 type SnapshotResponse struct {
@@ -2848,7 +2936,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_labfed_v1_directory_proto_msgTypes[47]
+	mi := &file_labfed_v1_directory_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +2948,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_directory_proto_msgTypes[47]
+	mi := &file_labfed_v1_directory_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +2961,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{47}
+	return file_labfed_v1_directory_proto_rawDescGZIP(), []int{49}
 }
 
 var File_labfed_v1_directory_proto protoreflect.FileDescriptor
@@ -3043,7 +3131,11 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x15.labfed.v1.SigningKeyR\x04keys\"=\n" +
 	"\x11PublishKeyRequest\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
-	"\x06public\x18\x02 \x01(\fR\x06public\"<\n" +
+	"\x06public\x18\x02 \x01(\fR\x06public\"\x12\n" +
+	"\x10RotateKeyRequest\"U\n" +
+	"\x11RotateKeyResponse\x12\x17\n" +
+	"\aold_kid\x18\x01 \x01(\tR\x06oldKid\x12'\n" +
+	"\x03key\x18\x02 \x01(\v2\x15.labfed.v1.SigningKeyR\x03key\"<\n" +
 	"\x10RevokeKeyRequest\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"^\n" +
@@ -3082,7 +3174,7 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"state_hash\x18\b \x01(\tR\tstateHash\"\x11\n" +
 	"\x0fSnapshotRequest\"\x12\n" +
-	"\x10SnapshotResponse2\xc5\v\n" +
+	"\x10SnapshotResponse2\x8d\f\n" +
 	"\x10DirectoryService\x125\n" +
 	"\aAddSite\x12\x19.labfed.v1.AddSiteRequest\x1a\x0f.labfed.v1.Site\x12;\n" +
 	"\n" +
@@ -3113,7 +3205,8 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\bListKeys\x12\x1a.labfed.v1.ListKeysRequest\x1a\x1b.labfed.v1.ListKeysResponse\x12A\n" +
 	"\n" +
 	"PublishKey\x12\x1c.labfed.v1.PublishKeyRequest\x1a\x15.labfed.v1.SigningKey\x12?\n" +
-	"\tRevokeKey\x12\x1b.labfed.v1.RevokeKeyRequest\x1a\x15.labfed.v1.SigningKey2\xe0\x02\n" +
+	"\tRevokeKey\x12\x1b.labfed.v1.RevokeKeyRequest\x1a\x15.labfed.v1.SigningKey\x12F\n" +
+	"\tRotateKey\x12\x1b.labfed.v1.RotateKeyRequest\x1a\x1c.labfed.v1.RotateKeyResponse2\xe0\x02\n" +
 	"\x0eClusterService\x127\n" +
 	"\x04Join\x12\x16.labfed.v1.JoinRequest\x1a\x17.labfed.v1.JoinResponse\x12I\n" +
 	"\n" +
@@ -3134,7 +3227,7 @@ func file_labfed_v1_directory_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_directory_proto_rawDescData
 }
 
-var file_labfed_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_labfed_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_labfed_v1_directory_proto_goTypes = []any{
 	(*ReadOptions)(nil),           // 0: labfed.v1.ReadOptions
 	(*IDRange)(nil),               // 1: labfed.v1.IDRange
@@ -3172,33 +3265,35 @@ var file_labfed_v1_directory_proto_goTypes = []any{
 	(*ListKeysRequest)(nil),       // 33: labfed.v1.ListKeysRequest
 	(*ListKeysResponse)(nil),      // 34: labfed.v1.ListKeysResponse
 	(*PublishKeyRequest)(nil),     // 35: labfed.v1.PublishKeyRequest
-	(*RevokeKeyRequest)(nil),      // 36: labfed.v1.RevokeKeyRequest
-	(*Peer)(nil),                  // 37: labfed.v1.Peer
-	(*JoinRequest)(nil),           // 38: labfed.v1.JoinRequest
-	(*JoinResponse)(nil),          // 39: labfed.v1.JoinResponse
-	(*RemovePeerRequest)(nil),     // 40: labfed.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),    // 41: labfed.v1.RemovePeerResponse
-	(*ListPeersRequest)(nil),      // 42: labfed.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),     // 43: labfed.v1.ListPeersResponse
-	(*StatusRequest)(nil),         // 44: labfed.v1.StatusRequest
-	(*StatusResponse)(nil),        // 45: labfed.v1.StatusResponse
-	(*SnapshotRequest)(nil),       // 46: labfed.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),      // 47: labfed.v1.SnapshotResponse
-	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(*RotateKeyRequest)(nil),      // 36: labfed.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),     // 37: labfed.v1.RotateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 38: labfed.v1.RevokeKeyRequest
+	(*Peer)(nil),                  // 39: labfed.v1.Peer
+	(*JoinRequest)(nil),           // 40: labfed.v1.JoinRequest
+	(*JoinResponse)(nil),          // 41: labfed.v1.JoinResponse
+	(*RemovePeerRequest)(nil),     // 42: labfed.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),    // 43: labfed.v1.RemovePeerResponse
+	(*ListPeersRequest)(nil),      // 44: labfed.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),     // 45: labfed.v1.ListPeersResponse
+	(*StatusRequest)(nil),         // 46: labfed.v1.StatusRequest
+	(*StatusResponse)(nil),        // 47: labfed.v1.StatusResponse
+	(*SnapshotRequest)(nil),       // 48: labfed.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),      // 49: labfed.v1.SnapshotResponse
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
 }
 var file_labfed_v1_directory_proto_depIdxs = []int32{
 	1,  // 0: labfed.v1.Site.uid_range:type_name -> labfed.v1.IDRange
 	1,  // 1: labfed.v1.Site.gid_range:type_name -> labfed.v1.IDRange
-	48, // 2: labfed.v1.Site.created:type_name -> google.protobuf.Timestamp
+	50, // 2: labfed.v1.Site.created:type_name -> google.protobuf.Timestamp
 	3,  // 3: labfed.v1.User.identities:type_name -> labfed.v1.Identity
-	48, // 4: labfed.v1.User.created:type_name -> google.protobuf.Timestamp
-	48, // 5: labfed.v1.User.removed:type_name -> google.protobuf.Timestamp
-	48, // 6: labfed.v1.Project.created:type_name -> google.protobuf.Timestamp
-	48, // 7: labfed.v1.Grant.from:type_name -> google.protobuf.Timestamp
-	48, // 8: labfed.v1.Grant.until:type_name -> google.protobuf.Timestamp
-	48, // 9: labfed.v1.Grant.created:type_name -> google.protobuf.Timestamp
-	48, // 10: labfed.v1.Grant.revoked_at:type_name -> google.protobuf.Timestamp
-	48, // 11: labfed.v1.Account.created:type_name -> google.protobuf.Timestamp
+	50, // 4: labfed.v1.User.created:type_name -> google.protobuf.Timestamp
+	50, // 5: labfed.v1.User.removed:type_name -> google.protobuf.Timestamp
+	50, // 6: labfed.v1.Project.created:type_name -> google.protobuf.Timestamp
+	50, // 7: labfed.v1.Grant.from:type_name -> google.protobuf.Timestamp
+	50, // 8: labfed.v1.Grant.until:type_name -> google.protobuf.Timestamp
+	50, // 9: labfed.v1.Grant.created:type_name -> google.protobuf.Timestamp
+	50, // 10: labfed.v1.Grant.revoked_at:type_name -> google.protobuf.Timestamp
+	50, // 11: labfed.v1.Account.created:type_name -> google.protobuf.Timestamp
 	1,  // 12: labfed.v1.AddSiteRequest.uid_range:type_name -> labfed.v1.IDRange
 	1,  // 13: labfed.v1.AddSiteRequest.gid_range:type_name -> labfed.v1.IDRange
 	1,  // 14: labfed.v1.UpdateSiteRequest.uid_range:type_name -> labfed.v1.IDRange
@@ -3213,81 +3308,84 @@ var file_labfed_v1_directory_proto_depIdxs = []int32{
 	4,  // 23: labfed.v1.ListUsersResponse.users:type_name -> labfed.v1.User
 	0,  // 24: labfed.v1.ListProjectsRequest.read:type_name -> labfed.v1.ReadOptions
 	5,  // 25: labfed.v1.ListProjectsResponse.projects:type_name -> labfed.v1.Project
-	48, // 26: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
-	48, // 27: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
+	50, // 26: labfed.v1.AddGrantRequest.from:type_name -> google.protobuf.Timestamp
+	50, // 27: labfed.v1.AddGrantRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 28: labfed.v1.ListGrantsRequest.read:type_name -> labfed.v1.ReadOptions
 	6,  // 29: labfed.v1.ListGrantsResponse.grants:type_name -> labfed.v1.Grant
 	0,  // 30: labfed.v1.GetAccountRequest.read:type_name -> labfed.v1.ReadOptions
 	0,  // 31: labfed.v1.ListAccountsRequest.read:type_name -> labfed.v1.ReadOptions
 	7,  // 32: labfed.v1.ListAccountsResponse.accounts:type_name -> labfed.v1.Account
 	0,  // 33: labfed.v1.MapUserRequest.read:type_name -> labfed.v1.ReadOptions
-	48, // 34: labfed.v1.SigningKey.not_before:type_name -> google.protobuf.Timestamp
-	48, // 35: labfed.v1.SigningKey.not_after:type_name -> google.protobuf.Timestamp
+	50, // 34: labfed.v1.SigningKey.not_before:type_name -> google.protobuf.Timestamp
+	50, // 35: labfed.v1.SigningKey.not_after:type_name -> google.protobuf.Timestamp
 	0,  // 36: labfed.v1.ListKeysRequest.read:type_name -> labfed.v1.ReadOptions
 	32, // 37: labfed.v1.ListKeysResponse.keys:type_name -> labfed.v1.SigningKey
-	1,  // 38: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
-	1,  // 39: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
-	0,  // 40: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
-	37, // 41: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
-	8,  // 42: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
-	9,  // 43: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
-	10, // 44: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
-	12, // 45: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
-	13, // 46: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
-	14, // 47: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
-	15, // 48: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
-	16, // 49: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
-	18, // 50: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
-	19, // 51: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	19, // 52: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
-	20, // 53: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
-	22, // 54: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
-	23, // 55: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
-	24, // 56: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
-	26, // 57: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
-	27, // 58: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
-	31, // 59: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
-	29, // 60: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
-	33, // 61: labfed.v1.DirectoryService.ListKeys:input_type -> labfed.v1.ListKeysRequest
-	35, // 62: labfed.v1.DirectoryService.PublishKey:input_type -> labfed.v1.PublishKeyRequest
-	36, // 63: labfed.v1.DirectoryService.RevokeKey:input_type -> labfed.v1.RevokeKeyRequest
-	38, // 64: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
-	40, // 65: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
-	42, // 66: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
-	44, // 67: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
-	46, // 68: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
-	2,  // 69: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
-	2,  // 70: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
-	11, // 71: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
-	4,  // 72: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
-	4,  // 73: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
-	4,  // 74: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
-	4,  // 75: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
-	17, // 76: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
-	5,  // 77: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
-	5,  // 78: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
-	5,  // 79: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
-	21, // 80: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
-	6,  // 81: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
-	6,  // 82: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
-	25, // 83: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
-	7,  // 84: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
-	28, // 85: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
-	7,  // 86: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
-	30, // 87: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
-	34, // 88: labfed.v1.DirectoryService.ListKeys:output_type -> labfed.v1.ListKeysResponse
-	32, // 89: labfed.v1.DirectoryService.PublishKey:output_type -> labfed.v1.SigningKey
-	32, // 90: labfed.v1.DirectoryService.RevokeKey:output_type -> labfed.v1.SigningKey
-	39, // 91: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
-	41, // 92: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
-	43, // 93: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
-	45, // 94: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
-	47, // 95: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
-	69, // [69:96] is the sub-list for method output_type
-	42, // [42:69] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	32, // 38: labfed.v1.RotateKeyResponse.key:type_name -> labfed.v1.SigningKey
+	1,  // 39: labfed.v1.JoinRequest.uid_range:type_name -> labfed.v1.IDRange
+	1,  // 40: labfed.v1.JoinRequest.gid_range:type_name -> labfed.v1.IDRange
+	0,  // 41: labfed.v1.ListPeersRequest.read:type_name -> labfed.v1.ReadOptions
+	39, // 42: labfed.v1.ListPeersResponse.peers:type_name -> labfed.v1.Peer
+	8,  // 43: labfed.v1.DirectoryService.AddSite:input_type -> labfed.v1.AddSiteRequest
+	9,  // 44: labfed.v1.DirectoryService.UpdateSite:input_type -> labfed.v1.UpdateSiteRequest
+	10, // 45: labfed.v1.DirectoryService.ListSites:input_type -> labfed.v1.ListSitesRequest
+	12, // 46: labfed.v1.DirectoryService.AddUser:input_type -> labfed.v1.AddUserRequest
+	13, // 47: labfed.v1.DirectoryService.UpdateUser:input_type -> labfed.v1.UpdateUserRequest
+	14, // 48: labfed.v1.DirectoryService.RemoveUser:input_type -> labfed.v1.RemoveUserRequest
+	15, // 49: labfed.v1.DirectoryService.GetUser:input_type -> labfed.v1.GetUserRequest
+	16, // 50: labfed.v1.DirectoryService.ListUsers:input_type -> labfed.v1.ListUsersRequest
+	18, // 51: labfed.v1.DirectoryService.AddProject:input_type -> labfed.v1.AddProjectRequest
+	19, // 52: labfed.v1.DirectoryService.AddProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	19, // 53: labfed.v1.DirectoryService.RemoveProjectMember:input_type -> labfed.v1.ProjectMemberRequest
+	20, // 54: labfed.v1.DirectoryService.ListProjects:input_type -> labfed.v1.ListProjectsRequest
+	22, // 55: labfed.v1.DirectoryService.AddGrant:input_type -> labfed.v1.AddGrantRequest
+	23, // 56: labfed.v1.DirectoryService.RevokeGrant:input_type -> labfed.v1.RevokeGrantRequest
+	24, // 57: labfed.v1.DirectoryService.ListGrants:input_type -> labfed.v1.ListGrantsRequest
+	26, // 58: labfed.v1.DirectoryService.GetAccount:input_type -> labfed.v1.GetAccountRequest
+	27, // 59: labfed.v1.DirectoryService.ListAccounts:input_type -> labfed.v1.ListAccountsRequest
+	31, // 60: labfed.v1.DirectoryService.PinAccount:input_type -> labfed.v1.PinAccountRequest
+	29, // 61: labfed.v1.DirectoryService.MapUser:input_type -> labfed.v1.MapUserRequest
+	33, // 62: labfed.v1.DirectoryService.ListKeys:input_type -> labfed.v1.ListKeysRequest
+	35, // 63: labfed.v1.DirectoryService.PublishKey:input_type -> labfed.v1.PublishKeyRequest
+	38, // 64: labfed.v1.DirectoryService.RevokeKey:input_type -> labfed.v1.RevokeKeyRequest
+	36, // 65: labfed.v1.DirectoryService.RotateKey:input_type -> labfed.v1.RotateKeyRequest
+	40, // 66: labfed.v1.ClusterService.Join:input_type -> labfed.v1.JoinRequest
+	42, // 67: labfed.v1.ClusterService.RemovePeer:input_type -> labfed.v1.RemovePeerRequest
+	44, // 68: labfed.v1.ClusterService.ListPeers:input_type -> labfed.v1.ListPeersRequest
+	46, // 69: labfed.v1.ClusterService.Status:input_type -> labfed.v1.StatusRequest
+	48, // 70: labfed.v1.ClusterService.Snapshot:input_type -> labfed.v1.SnapshotRequest
+	2,  // 71: labfed.v1.DirectoryService.AddSite:output_type -> labfed.v1.Site
+	2,  // 72: labfed.v1.DirectoryService.UpdateSite:output_type -> labfed.v1.Site
+	11, // 73: labfed.v1.DirectoryService.ListSites:output_type -> labfed.v1.ListSitesResponse
+	4,  // 74: labfed.v1.DirectoryService.AddUser:output_type -> labfed.v1.User
+	4,  // 75: labfed.v1.DirectoryService.UpdateUser:output_type -> labfed.v1.User
+	4,  // 76: labfed.v1.DirectoryService.RemoveUser:output_type -> labfed.v1.User
+	4,  // 77: labfed.v1.DirectoryService.GetUser:output_type -> labfed.v1.User
+	17, // 78: labfed.v1.DirectoryService.ListUsers:output_type -> labfed.v1.ListUsersResponse
+	5,  // 79: labfed.v1.DirectoryService.AddProject:output_type -> labfed.v1.Project
+	5,  // 80: labfed.v1.DirectoryService.AddProjectMember:output_type -> labfed.v1.Project
+	5,  // 81: labfed.v1.DirectoryService.RemoveProjectMember:output_type -> labfed.v1.Project
+	21, // 82: labfed.v1.DirectoryService.ListProjects:output_type -> labfed.v1.ListProjectsResponse
+	6,  // 83: labfed.v1.DirectoryService.AddGrant:output_type -> labfed.v1.Grant
+	6,  // 84: labfed.v1.DirectoryService.RevokeGrant:output_type -> labfed.v1.Grant
+	25, // 85: labfed.v1.DirectoryService.ListGrants:output_type -> labfed.v1.ListGrantsResponse
+	7,  // 86: labfed.v1.DirectoryService.GetAccount:output_type -> labfed.v1.Account
+	28, // 87: labfed.v1.DirectoryService.ListAccounts:output_type -> labfed.v1.ListAccountsResponse
+	7,  // 88: labfed.v1.DirectoryService.PinAccount:output_type -> labfed.v1.Account
+	30, // 89: labfed.v1.DirectoryService.MapUser:output_type -> labfed.v1.MapUserResponse
+	34, // 90: labfed.v1.DirectoryService.ListKeys:output_type -> labfed.v1.ListKeysResponse
+	32, // 91: labfed.v1.DirectoryService.PublishKey:output_type -> labfed.v1.SigningKey
+	32, // 92: labfed.v1.DirectoryService.RevokeKey:output_type -> labfed.v1.SigningKey
+	37, // 93: labfed.v1.DirectoryService.RotateKey:output_type -> labfed.v1.RotateKeyResponse
+	41, // 94: labfed.v1.ClusterService.Join:output_type -> labfed.v1.JoinResponse
+	43, // 95: labfed.v1.ClusterService.RemovePeer:output_type -> labfed.v1.RemovePeerResponse
+	45, // 96: labfed.v1.ClusterService.ListPeers:output_type -> labfed.v1.ListPeersResponse
+	47, // 97: labfed.v1.ClusterService.Status:output_type -> labfed.v1.StatusResponse
+	49, // 98: labfed.v1.ClusterService.Snapshot:output_type -> labfed.v1.SnapshotResponse
+	71, // [71:99] is the sub-list for method output_type
+	43, // [43:71] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_labfed_v1_directory_proto_init() }
@@ -3302,7 +3400,7 @@ func file_labfed_v1_directory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_directory_proto_rawDesc), len(file_labfed_v1_directory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -43,6 +43,7 @@ const (
 	DirectoryService_ListKeys_FullMethodName            = "/labfed.v1.DirectoryService/ListKeys"
 	DirectoryService_PublishKey_FullMethodName          = "/labfed.v1.DirectoryService/PublishKey"
 	DirectoryService_RevokeKey_FullMethodName           = "/labfed.v1.DirectoryService/RevokeKey"
+	DirectoryService_RotateKey_FullMethodName           = "/labfed.v1.DirectoryService/RotateKey"
 )
 
 // DirectoryServiceClient is the client API for DirectoryService service.
@@ -80,6 +81,10 @@ type DirectoryServiceClient interface {
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 	PublishKey(ctx context.Context, in *PublishKeyRequest, opts ...grpc.CallOption) (*SigningKey, error)
 	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*SigningKey, error)
+	// RotateKey makes the broker it is sent to create a new signing key,
+	// publish it, and sign with it once the directory has committed it; the
+	// old key keeps verifying as retiring. It is never forwarded.
+	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
 }
 
 type directoryServiceClient struct {
@@ -310,6 +315,16 @@ func (c *directoryServiceClient) RevokeKey(ctx context.Context, in *RevokeKeyReq
 	return out, nil
 }
 
+func (c *directoryServiceClient) RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKeyResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_RotateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServiceServer is the server API for DirectoryService service.
 // All implementations must embed UnimplementedDirectoryServiceServer
 // for forward compatibility.
@@ -345,6 +360,10 @@ type DirectoryServiceServer interface {
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	PublishKey(context.Context, *PublishKeyRequest) (*SigningKey, error)
 	RevokeKey(context.Context, *RevokeKeyRequest) (*SigningKey, error)
+	// RotateKey makes the broker it is sent to create a new signing key,
+	// publish it, and sign with it once the directory has committed it; the
+	// old key keeps verifying as retiring. It is never forwarded.
+	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
 	mustEmbedUnimplementedDirectoryServiceServer()
 }
 
@@ -420,6 +439,9 @@ func (UnimplementedDirectoryServiceServer) PublishKey(context.Context, *PublishK
 }
 func (UnimplementedDirectoryServiceServer) RevokeKey(context.Context, *RevokeKeyRequest) (*SigningKey, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
+}
+func (UnimplementedDirectoryServiceServer) RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKey not implemented")
 }
 func (UnimplementedDirectoryServiceServer) mustEmbedUnimplementedDirectoryServiceServer() {}
 func (UnimplementedDirectoryServiceServer) testEmbeddedByValue()                          {}
@@ -838,6 +860,24 @@ func _DirectoryService_RevokeKey_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DirectoryService_RotateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).RotateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_RotateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).RotateKey(ctx, req.(*RotateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DirectoryService_ServiceDesc is the grpc.ServiceDesc for DirectoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -932,6 +972,10 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeKey",
 			Handler:    _DirectoryService_RevokeKey_Handler,
+		},
+		{
+			MethodName: "RotateKey",
+			Handler:    _DirectoryService_RotateKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

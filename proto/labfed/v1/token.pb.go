@@ -353,6 +353,132 @@ func (x *RevokeTokensResponse) GetLock() *Lock {
 	return nil
 }
 
+type WatchTrustRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seconds between heartbeats when nothing changes; 0 for the broker's
+	// default (1 s). At most 30.
+	HeartbeatSeconds uint32 `protobuf:"varint,1,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchTrustRequest) Reset() {
+	*x = WatchTrustRequest{}
+	mi := &file_labfed_v1_token_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchTrustRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchTrustRequest) ProtoMessage() {}
+
+func (x *WatchTrustRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchTrustRequest.ProtoReflect.Descriptor instead.
+func (*WatchTrustRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WatchTrustRequest) GetHeartbeatSeconds() uint32 {
+	if x != nil {
+		return x.HeartbeatSeconds
+	}
+	return 0
+}
+
+// TrustUpdate is either the whole trust state (full) or a heartbeat saying
+// the broker is still there and nothing changed.
+type TrustUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Full  bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Keys  []*SigningKey          `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	Locks []*Lock                `protobuf:"bytes,3,rep,name=locks,proto3" json:"locks,omitempty"`
+	// The broker's applied directory index the state was read at.
+	Index uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	// The broker's clock when it sent this message.
+	Sent          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=sent,proto3" json:"sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustUpdate) Reset() {
+	*x = TrustUpdate{}
+	mi := &file_labfed_v1_token_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustUpdate) ProtoMessage() {}
+
+func (x *TrustUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustUpdate.ProtoReflect.Descriptor instead.
+func (*TrustUpdate) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TrustUpdate) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *TrustUpdate) GetKeys() []*SigningKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *TrustUpdate) GetLocks() []*Lock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+func (x *TrustUpdate) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *TrustUpdate) GetSent() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Sent
+	}
+	return nil
+}
+
 type ListLocksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -361,7 +487,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_labfed_v1_token_proto_msgTypes[5]
+	mi := &file_labfed_v1_token_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +499,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_token_proto_msgTypes[5]
+	mi := &file_labfed_v1_token_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +512,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_token_proto_rawDescGZIP(), []int{5}
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{7}
 }
 
 type ListLocksResponse struct {
@@ -398,7 +524,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_labfed_v1_token_proto_msgTypes[6]
+	mi := &file_labfed_v1_token_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +536,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_token_proto_msgTypes[6]
+	mi := &file_labfed_v1_token_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +549,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_token_proto_rawDescGZIP(), []int{6}
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListLocksResponse) GetLocks() []*Lock {
@@ -437,7 +563,7 @@ var File_labfed_v1_token_proto protoreflect.FileDescriptor
 
 const file_labfed_v1_token_proto_rawDesc = "" +
 	"\n" +
-	"\x15labfed/v1/token.proto\x12\tlabfed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n" +
+	"\x15labfed/v1/token.proto\x12\tlabfed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19labfed/v1/directory.proto\"O\n" +
 	"\x11IssueTokenRequest\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x10\n" +
@@ -460,14 +586,24 @@ const file_labfed_v1_token_proto_rawDesc = "" +
 	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x0e\n" +
 	"\x02by\x18\a \x01(\tR\x02by\";\n" +
 	"\x14RevokeTokensResponse\x12#\n" +
-	"\x04lock\x18\x01 \x01(\v2\x0f.labfed.v1.LockR\x04lock\"\x12\n" +
+	"\x04lock\x18\x01 \x01(\v2\x0f.labfed.v1.LockR\x04lock\"@\n" +
+	"\x11WatchTrustRequest\x12+\n" +
+	"\x11heartbeat_seconds\x18\x01 \x01(\rR\x10heartbeatSeconds\"\xb9\x01\n" +
+	"\vTrustUpdate\x12\x12\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\x12)\n" +
+	"\x04keys\x18\x02 \x03(\v2\x15.labfed.v1.SigningKeyR\x04keys\x12%\n" +
+	"\x05locks\x18\x03 \x03(\v2\x0f.labfed.v1.LockR\x05locks\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12.\n" +
+	"\x04sent\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\"\x12\n" +
 	"\x10ListLocksRequest\":\n" +
 	"\x11ListLocksResponse\x12%\n" +
-	"\x05locks\x18\x01 \x03(\v2\x0f.labfed.v1.LockR\x05locks2\xe7\x01\n" +
+	"\x05locks\x18\x01 \x03(\v2\x0f.labfed.v1.LockR\x05locks2\xad\x02\n" +
 	"\fTokenService\x12D\n" +
 	"\x05Issue\x12\x1c.labfed.v1.IssueTokenRequest\x1a\x1d.labfed.v1.IssueTokenResponse\x12I\n" +
 	"\x06Revoke\x12\x1e.labfed.v1.RevokeTokensRequest\x1a\x1f.labfed.v1.RevokeTokensResponse\x12F\n" +
-	"\tListLocks\x12\x1b.labfed.v1.ListLocksRequest\x1a\x1c.labfed.v1.ListLocksResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
+	"\tListLocks\x12\x1b.labfed.v1.ListLocksRequest\x1a\x1c.labfed.v1.ListLocksResponse\x12D\n" +
+	"\n" +
+	"WatchTrust\x12\x1c.labfed.v1.WatchTrustRequest\x1a\x16.labfed.v1.TrustUpdate0\x01B3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
 
 var (
 	file_labfed_v1_token_proto_rawDescOnce sync.Once
@@ -481,34 +617,42 @@ func file_labfed_v1_token_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_token_proto_rawDescData
 }
 
-var file_labfed_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_labfed_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_labfed_v1_token_proto_goTypes = []any{
 	(*IssueTokenRequest)(nil),     // 0: labfed.v1.IssueTokenRequest
 	(*IssueTokenResponse)(nil),    // 1: labfed.v1.IssueTokenResponse
 	(*RevokeTokensRequest)(nil),   // 2: labfed.v1.RevokeTokensRequest
 	(*Lock)(nil),                  // 3: labfed.v1.Lock
 	(*RevokeTokensResponse)(nil),  // 4: labfed.v1.RevokeTokensResponse
-	(*ListLocksRequest)(nil),      // 5: labfed.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),     // 6: labfed.v1.ListLocksResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*WatchTrustRequest)(nil),     // 5: labfed.v1.WatchTrustRequest
+	(*TrustUpdate)(nil),           // 6: labfed.v1.TrustUpdate
+	(*ListLocksRequest)(nil),      // 7: labfed.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),     // 8: labfed.v1.ListLocksResponse
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*SigningKey)(nil),            // 10: labfed.v1.SigningKey
 }
 var file_labfed_v1_token_proto_depIdxs = []int32{
-	7, // 0: labfed.v1.IssueTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	7, // 1: labfed.v1.Lock.created:type_name -> google.protobuf.Timestamp
-	7, // 2: labfed.v1.Lock.until:type_name -> google.protobuf.Timestamp
-	3, // 3: labfed.v1.RevokeTokensResponse.lock:type_name -> labfed.v1.Lock
-	3, // 4: labfed.v1.ListLocksResponse.locks:type_name -> labfed.v1.Lock
-	0, // 5: labfed.v1.TokenService.Issue:input_type -> labfed.v1.IssueTokenRequest
-	2, // 6: labfed.v1.TokenService.Revoke:input_type -> labfed.v1.RevokeTokensRequest
-	5, // 7: labfed.v1.TokenService.ListLocks:input_type -> labfed.v1.ListLocksRequest
-	1, // 8: labfed.v1.TokenService.Issue:output_type -> labfed.v1.IssueTokenResponse
-	4, // 9: labfed.v1.TokenService.Revoke:output_type -> labfed.v1.RevokeTokensResponse
-	6, // 10: labfed.v1.TokenService.ListLocks:output_type -> labfed.v1.ListLocksResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9,  // 0: labfed.v1.IssueTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	9,  // 1: labfed.v1.Lock.created:type_name -> google.protobuf.Timestamp
+	9,  // 2: labfed.v1.Lock.until:type_name -> google.protobuf.Timestamp
+	3,  // 3: labfed.v1.RevokeTokensResponse.lock:type_name -> labfed.v1.Lock
+	10, // 4: labfed.v1.TrustUpdate.keys:type_name -> labfed.v1.SigningKey
+	3,  // 5: labfed.v1.TrustUpdate.locks:type_name -> labfed.v1.Lock
+	9,  // 6: labfed.v1.TrustUpdate.sent:type_name -> google.protobuf.Timestamp
+	3,  // 7: labfed.v1.ListLocksResponse.locks:type_name -> labfed.v1.Lock
+	0,  // 8: labfed.v1.TokenService.Issue:input_type -> labfed.v1.IssueTokenRequest
+	2,  // 9: labfed.v1.TokenService.Revoke:input_type -> labfed.v1.RevokeTokensRequest
+	7,  // 10: labfed.v1.TokenService.ListLocks:input_type -> labfed.v1.ListLocksRequest
+	5,  // 11: labfed.v1.TokenService.WatchTrust:input_type -> labfed.v1.WatchTrustRequest
+	1,  // 12: labfed.v1.TokenService.Issue:output_type -> labfed.v1.IssueTokenResponse
+	4,  // 13: labfed.v1.TokenService.Revoke:output_type -> labfed.v1.RevokeTokensResponse
+	8,  // 14: labfed.v1.TokenService.ListLocks:output_type -> labfed.v1.ListLocksResponse
+	6,  // 15: labfed.v1.TokenService.WatchTrust:output_type -> labfed.v1.TrustUpdate
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_labfed_v1_token_proto_init() }
@@ -516,13 +660,14 @@ func file_labfed_v1_token_proto_init() {
 	if File_labfed_v1_token_proto != nil {
 		return
 	}
+	file_labfed_v1_directory_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_token_proto_rawDesc), len(file_labfed_v1_token_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,9 +21,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TokenService_Issue_FullMethodName     = "/labfed.v1.TokenService/Issue"
-	TokenService_Revoke_FullMethodName    = "/labfed.v1.TokenService/Revoke"
-	TokenService_ListLocks_FullMethodName = "/labfed.v1.TokenService/ListLocks"
+	TokenService_Issue_FullMethodName      = "/labfed.v1.TokenService/Issue"
+	TokenService_Revoke_FullMethodName     = "/labfed.v1.TokenService/Revoke"
+	TokenService_ListLocks_FullMethodName  = "/labfed.v1.TokenService/ListLocks"
+	TokenService_WatchTrust_FullMethodName = "/labfed.v1.TokenService/WatchTrust"
 )
 
 // TokenServiceClient is the client API for TokenService service.
@@ -37,6 +38,10 @@ type TokenServiceClient interface {
 	// revokes a signing key.
 	Revoke(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
 	ListLocks(ctx context.Context, in *ListLocksRequest, opts ...grpc.CallOption) (*ListLocksResponse, error)
+	// WatchTrust streams the trust bundle and the revocation locks: the whole
+	// state first, again whenever either changes, and heartbeats between.
+	// Verifiers keep their copy current with it.
+	WatchTrust(ctx context.Context, in *WatchTrustRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrustUpdate], error)
 }
 
 type tokenServiceClient struct {
@@ -77,6 +82,25 @@ func (c *tokenServiceClient) ListLocks(ctx context.Context, in *ListLocksRequest
 	return out, nil
 }
 
+func (c *tokenServiceClient) WatchTrust(ctx context.Context, in *WatchTrustRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrustUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TokenService_ServiceDesc.Streams[0], TokenService_WatchTrust_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchTrustRequest, TrustUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenService_WatchTrustClient = grpc.ServerStreamingClient[TrustUpdate]
+
 // TokenServiceServer is the server API for TokenService service.
 // All implementations must embed UnimplementedTokenServiceServer
 // for forward compatibility.
@@ -88,6 +112,10 @@ type TokenServiceServer interface {
 	// revokes a signing key.
 	Revoke(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
 	ListLocks(context.Context, *ListLocksRequest) (*ListLocksResponse, error)
+	// WatchTrust streams the trust bundle and the revocation locks: the whole
+	// state first, again whenever either changes, and heartbeats between.
+	// Verifiers keep their copy current with it.
+	WatchTrust(*WatchTrustRequest, grpc.ServerStreamingServer[TrustUpdate]) error
 	mustEmbedUnimplementedTokenServiceServer()
 }
 
@@ -106,6 +134,9 @@ func (UnimplementedTokenServiceServer) Revoke(context.Context, *RevokeTokensRequ
 }
 func (UnimplementedTokenServiceServer) ListLocks(context.Context, *ListLocksRequest) (*ListLocksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListLocks not implemented")
+}
+func (UnimplementedTokenServiceServer) WatchTrust(*WatchTrustRequest, grpc.ServerStreamingServer[TrustUpdate]) error {
+	return status.Error(codes.Unimplemented, "method WatchTrust not implemented")
 }
 func (UnimplementedTokenServiceServer) mustEmbedUnimplementedTokenServiceServer() {}
 func (UnimplementedTokenServiceServer) testEmbeddedByValue()                      {}
@@ -182,6 +213,17 @@ func _TokenService_ListLocks_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TokenService_WatchTrust_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchTrustRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TokenServiceServer).WatchTrust(m, &grpc.GenericServerStream[WatchTrustRequest, TrustUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenService_WatchTrustServer = grpc.ServerStreamingServer[TrustUpdate]
+
 // TokenService_ServiceDesc is the grpc.ServiceDesc for TokenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +244,12 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _TokenService_ListLocks_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchTrust",
+			Handler:       _TokenService_WatchTrust_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "labfed/v1/token.proto",
 }
