@@ -34,9 +34,9 @@ func TestSignJOSE(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.EdDSA})
+			jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.EdDSA})
 			if err != nil {
-				t.Fatalf("jose.ParseSigned(Sign(claims)) = %v", err)
+				t.Fatalf("jose.ParseSignedCompact(Sign(claims)) = %v", err)
 			}
 			got, err := jws.Verify(pub)
 			if err != nil {
@@ -46,7 +46,7 @@ func TestSignJOSE(t *testing.T) {
 				t.Errorf("jose Verify(Sign(claims)) payload = %s, want %s", got, payload)
 			}
 			if len(jws.Signatures) != 1 {
-				t.Fatalf("jose.ParseSigned(Sign(claims)) has %d signatures, want 1", len(jws.Signatures))
+				t.Fatalf("jose.ParseSignedCompact(Sign(claims)) has %d signatures, want 1", len(jws.Signatures))
 			}
 			if p := jws.Signatures[0].Protected; p.Algorithm != Alg || p.KeyID != kid || p.ExtraHeaders[jose.HeaderType] != Typ || len(p.ExtraHeaders) != 1 || p.JSONWebKey != nil || p.Nonce != "" {
 				t.Errorf("jose protected header = %+v, want alg %s, kid %q, typ %s and nothing else", p, Alg, kid, Typ)

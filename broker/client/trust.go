@@ -38,15 +38,11 @@ func (t trustSource) Watch(ctx context.Context, fn func(*trust.State)) error {
 	}
 }
 
+// Fetch reads the state linearizably (the leader answers through the
+// broker), so a kid published a moment ago is there even when the broker
+// followed has not applied it yet.
 func (t trustSource) Fetch(ctx context.Context) (*trust.State, error) {
-	// One message of the stream is the whole state at one index.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := t.tokens.WatchTrust(ctx, &pb.WatchTrustRequest{})
-	if err != nil {
-		return nil, err
-	}
-	u, err := stream.Recv()
+	u, err := t.tokens.GetTrust(ctx, &pb.GetTrustRequest{})
 	if err != nil {
 		return nil, err
 	}

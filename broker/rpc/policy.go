@@ -143,6 +143,7 @@ var policy = map[string]rule{
 	// Verifiers (agents, the CLI) follow keys and locks; both are public
 	// within the federation, as ListKeys and ListLocks are.
 	pb.TokenService_WatchTrust_FullMethodName: {},
+	pb.TokenService_GetTrust_FullMethodName:   {},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

@@ -122,10 +122,24 @@ func (s *Server) WatchTrust(r *pb.WatchTrustRequest, stream grpc.ServerStreaming
 	}
 }
 
+// GetTrust answers the trust state once, from the leader unless stale.
+func (s *Server) GetTrust(ctx context.Context, r *pb.GetTrustRequest) (*pb.TrustUpdate, error) {
+	u, err := s.trustStateRead(ctx, r.GetStale())
+	if err != nil {
+		return nil, err
+	}
+	u.Full, u.Sent = true, timestamppb.New(s.cfg.Now())
+	return u, nil
+}
+
 func (s *Server) trustState(ctx context.Context) (*pb.TrustUpdate, error) {
+	return s.trustStateRead(ctx, true)
+}
+
+func (s *Server) trustStateRead(ctx context.Context, stale bool) (*pb.TrustUpdate, error) {
 	u := &pb.TrustUpdate{}
 	now := s.cfg.Now()
-	err := s.local(ctx, func(d *directory.Directory) error {
+	err := s.cfg.Replica.Read(ctx, stale, func(d *directory.Directory) error {
 		if n, ok := s.cfg.Replica.(Notifier); ok {
 			u.Index = n.AppliedIndex()
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
+	"github.com/labfed/labfed/broker/trust"
 	"github.com/labfed/labfed/cmd/labfed/internal/node"
 	"github.com/labfed/labfed/cmd/labfed/internal/oidcissuer"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
@@ -169,6 +170,11 @@ type federation struct {
 	issuer *oidcissuer.Issuer
 	// anon reaches a broker with the CA alone, as a researcher's CLI does.
 	anon client.Options
+	// verifiers are each site's token verifier (the part of its site
+	// agent that checks capability tokens), following the site's broker
+	// with an agent certificate.
+	verifiers     []*trust.Store
+	stopVerifiers []func()
 }
 
 // The demo's OIDC issuer: the CLI's client id and the sample people who
@@ -289,8 +295,12 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 		if err != nil {
 			return f, err
 		}
-		cfgText := fmt.Sprintf("site: %s\nnode: %s-1\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\n  gossip: %s\nuid_range: %d-%d\ngid_range: %d-%d\n",
-			site, site, filepath.Join(dir, site+"-1"), api, raftAddr, gossipAddr, lo, lo+9999, lo, lo+9999)
+		httpAddr, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		cfgText := fmt.Sprintf("site: %s\nnode: %s-1\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\n  gossip: %s\n  http: %s\nuid_range: %d-%d\ngid_range: %d-%d\n",
+			site, site, filepath.Join(dir, site+"-1"), api, raftAddr, gossipAddr, httpAddr, lo, lo+9999, lo, lo+9999)
 		cfgText += demoOffers(i)
 		if ca != nil {
 			prefix := filepath.Join(caDir, site+"-1")
@@ -321,18 +331,72 @@ func startFederation(ctx context.Context, dir string, n int, log *slog.Logger, i
 		}
 		f.nodes = append(f.nodes, nd)
 		f.cfgs = append(f.cfgs, cfg)
+		if err := f.startVerifier(ca, caDir, dir, site, nd.Addr(), log); err != nil {
+			return f, err
+		}
 	}
 	return f, nil
 }
 
-// waitReady waits until every node is a Raft peer and answers a
-// linearizable read.
+// startVerifier starts site's token verifier, following the broker at
+// addr with an agent certificate and keeping its trust cache in
+// DIR/SITE-agent.
+func (f *federation) startVerifier(ca *pki.CA, caDir, dir, site, addr string, log *slog.Logger) error {
+	opts := client.Options{DevInsecure: true}
+	if ca != nil {
+		prefix := filepath.Join(caDir, site+"-agent")
+		if err := issue(ca, pki.Identity{Site: site, Kind: pki.KindAgent, Name: "agent"}, nil, 30*24*time.Hour, prefix); err != nil {
+			return err
+		}
+		caCert, _, caCRL := caFiles(caDir)
+		b, err := pki.Load(pki.Files{CA: caCert, Cert: prefix + ".crt", Key: prefix + ".key", CRL: caCRL})
+		if err != nil {
+			return err
+		}
+		opts = client.Options{TLS: b.ClientConfig(pki.KindBroker)}
+	}
+	cl, err := client.Dial(addr, opts)
+	if err != nil {
+		return err
+	}
+	agentDir := filepath.Join(dir, site+"-agent")
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(agentDir, "trust.json")) // a fresh federation each run
+	st, err := trust.Open(trust.Options{Site: site, Source: cl.TrustSource(), CacheFile: filepath.Join(agentDir, "trust.json"), Logger: log.With("agent", site)})
+	if err != nil {
+		cl.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { st.Run(ctx); close(done) }()
+	f.verifiers = append(f.verifiers, st)
+	f.stopVerifiers = append(f.stopVerifiers, func() { cancel(); <-done; cl.Close() })
+	return nil
+}
+
+// waitReady waits until every node is a Raft peer, answers a
+// linearizable read, and has its signing key active in the trust bundle.
 func (f *federation) waitReady(ctx context.Context, cl *client.Client) error {
 	for {
 		resp, err := cl.Cluster.ListPeers(ctx, &pb.ListPeersRequest{})
 		if err == nil && len(resp.GetPeers()) == len(f.nodes) {
 			if _, err = cl.Directory.ListSites(ctx, &pb.ListSitesRequest{}); err == nil {
-				return nil
+				var keys *pb.ListKeysResponse
+				if keys, err = cl.Directory.ListKeys(ctx, &pb.ListKeysRequest{}); err == nil {
+					active := map[string]bool{}
+					for _, k := range keys.GetKeys() {
+						if k.GetStatus() == "active" {
+							active[k.GetIssuer()] = true
+						}
+					}
+					if len(active) == len(f.nodes) {
+						return nil
+					}
+					err = fmt.Errorf("signing keys active for %d of %d brokers", len(active), len(f.nodes))
+				}
 			}
 		}
 		select {
@@ -353,7 +417,26 @@ func (f *federation) index(id string) int {
 	return -1
 }
 
+// verify checks tok at site i's verifier, giving it a moment to hear of
+// keys published just now.
+func (f *federation) verify(ctx context.Context, i int, tok string, want *capability.Scope) (*capability.Claims, error) {
+	for {
+		c, err := f.verifiers[i].Verify(tok, want)
+		if err == nil || ctx.Err() != nil {
+			return c, err
+		}
+		var re *capability.RefusedError
+		if !errors.As(err, &re) || (re.Code != capability.CodeKIDUnknown && re.Code != trust.CodeBrokerLost) {
+			return nil, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (f *federation) close() {
+	for _, stop := range f.stopVerifiers {
+		stop()
+	}
 	for _, n := range f.nodes {
 		if n != nil {
 			n.Close()
@@ -448,8 +531,12 @@ func demoCommand() *cli.Command {
 			env += "# labfed login keeps its session here; while it is valid it is used instead of the certificate (labfed logout).\n"
 			env += "export LABFED_SESSION=" + filepath.Join(dir, "session.json") + "\n"
 			env += "export LABFED_OIDC_CA=" + filepath.Join(dir, "oidc-ca.pem") + "\n"
+			scheme := "https"
+			if f.insecure {
+				scheme = "http"
+			}
 			for i, n := range f.nodes {
-				env += fmt.Sprintf("# %s: export LABFED_ADDR=%s\n", f.cfgs[i].Site, n.Addr())
+				env += fmt.Sprintf("# %s: export LABFED_ADDR=%s   (trust bundle: %s://%s/.well-known/jwks.json)\n", f.cfgs[i].Site, n.Addr(), scheme, n.JWKSAddr())
 			}
 			if err := os.WriteFile(filepath.Join(dir, "env.sh"), []byte(env), 0o600); err != nil {
 				return err
@@ -490,6 +577,7 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 	last := clients[len(clients)-1]
 	var stopped string // id of the node stopped by the failover step
 	var alice *client.Credential
+	var aliceToken *pb.IssueTokenResponse // issued, then revoked
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	steps := []struct {
@@ -677,24 +765,88 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 				}
 				time.Sleep(100 * time.Millisecond) // signing keys are published just after start
 			}
-			cl, err := client.Dial(f.nodes[0].Addr(), f.client)
+			want, _ := capability.ParseScope("instrument.operate:" + f.cfgs[0].Site + "/krios-g4")
+			c, err := f.verify(ctx, 0, tok.GetToken(), &want)
+			if err != nil {
+				return "", err
+			}
+			refusal := "the only site"
+			if len(f.verifiers) > 1 {
+				_, err := f.verifiers[1].Verify(tok.GetToken(), &want)
+				var re *capability.RefusedError
+				if !errors.As(err, &re) || re.Code != capability.CodeAud {
+					return "", fmt.Errorf("%s's verifier: %v, want an aud refusal", f.cfgs[1].Site, err)
+				}
+				refusal = "refused by " + f.cfgs[1].Site + "'s (" + re.Code + ")"
+			}
+			aliceToken = tok
+			return fmt.Sprintf("jti %s signed by %s for %s (uid %d at %s) until %s; accepted by %s's agent, %s", c.ID[:8], c.Issuer, c.Subject, c.POSIX.UID, c.Audience, c.Expiry.Format(time.RFC3339), f.cfgs[0].Site, refusal), nil
+		}},
+		{"a coordinator revokes that token at another broker; the microscope's agent refuses it within moments", func() (string, error) {
+			start := time.Now()
+			if _, err := pb.NewTokenServiceClient(clients[len(clients)-1].Conn()).Revoke(ctx, &pb.RevokeTokensRequest{Jti: aliceToken.GetJti(), Reason: "demo: session over"}); err != nil {
+				return "", err
+			}
+			for {
+				_, err := f.verifiers[0].Verify(aliceToken.GetToken(), nil)
+				var re *capability.RefusedError
+				if errors.As(err, &re) && re.Code == capability.CodeRevoked {
+					return fmt.Sprintf("refused %v after the request: %s", time.Since(start).Round(time.Millisecond), re.Reason), nil
+				}
+				if time.Since(start) > 2*time.Second {
+					return "", fmt.Errorf("still %v 2 s after the revocation", err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}},
+		{"the broker that signs rotates its key; tokens signed before and after both verify", func() (string, error) {
+			lastAddr := f.nodes[len(f.nodes)-1].Addr()
+			issueOne := func() (string, error) {
+				t, err := f.as(alice, lastAddr, func(cl *client.Client) (any, error) {
+					return pb.NewTokenServiceClient(cl.Conn()).Issue(ctx, &pb.IssueTokenRequest{Scope: "instrument.operate:" + f.cfgs[0].Site + "/krios-g4"})
+				})
+				if err != nil {
+					return "", err
+				}
+				return t.(*pb.IssueTokenResponse).GetToken(), nil
+			}
+			before, err := issueOne()
+			if err != nil {
+				return "", err
+			}
+			// Issue reads the grants linearizably, so the leader decides
+			// and signs: rotate the key of the broker that signed.
+			_, claims, err := inspectToken(before)
+			if err != nil {
+				return "", err
+			}
+			signer := f.index(fmt.Sprint(claims["iss"]))
+			if signer < 0 {
+				return "", fmt.Errorf("token issued by %v, not a demo broker", claims["iss"])
+			}
+			cl, err := client.Dial(f.nodes[signer].Addr(), f.client)
 			if err != nil {
 				return "", err
 			}
 			defer cl.Close()
-			bundle, err := fetchBundle(ctx, cl)
+			r, err := cl.Directory.RotateKey(ctx, &pb.RotateKeyRequest{})
 			if err != nil {
 				return "", err
 			}
-			want, _ := capability.ParseScope("instrument.operate:" + f.cfgs[0].Site + "/krios-g4")
-			c, err := capability.NewVerifier(f.cfgs[0].Site, bundle).Verify(tok.GetToken(), &want)
+			after, err := issueOne()
 			if err != nil {
 				return "", err
 			}
-			if _, err := capability.NewVerifier(f.cfgs[1].Site, bundle).Verify(tok.GetToken(), &want); err == nil {
-				return "", errors.New("another site accepted a token not addressed to it")
+			var kids []string
+			for _, tok := range []string{before, after} {
+				c, err := f.verify(ctx, 0, tok, nil)
+				if err != nil {
+					return "", err
+				}
+				h, _, _ := inspectToken(tok)
+				kids = append(kids, fmt.Sprintf("%s (jti %s)", h["kid"], c.ID[:8]))
 			}
-			return fmt.Sprintf("jti %s signed by %s for %s (uid %d at %s) until %s; refused by %s", c.ID[:8], c.Issuer, c.Subject, c.POSIX.UID, c.Audience, c.Expiry.Format(time.RFC3339), f.cfgs[1].Site), nil
+			return fmt.Sprintf("%s retiring, %s active; %s's agent accepts %s", r.GetOldKid(), r.GetKey().GetKid(), f.cfgs[0].Site, strings.Join(kids, " and ")), nil
 		}},
 		{"carol, without a grant to operate it, is refused with the reason", func() (string, error) {
 			_, err := clients[0].Login.WhoAmI(ctx, &pb.WhoAmIRequest{}) // the coordinator asks on carol's behalf

@@ -36,6 +36,32 @@ func keysCommand() *cli.Command {
 				}),
 			},
 			{
+				Name:  "rotate",
+				Usage: "give the broker at --addr a new signing key (its site's administrators, coordinators)",
+				Description: "The broker publishes the new key and signs with it only once the directory has\n" +
+					"committed it. The old key turns retiring: it verifies the tokens it signed until\n" +
+					"they have all expired (at most 12h), then leaves the bundle. Prints the new key\n" +
+					"and the old one.",
+				Flags: []cli.Flag{jsonFlag()},
+				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					resp, err := cl.Directory.RotateKey(ctx, &pb.RotateKeyRequest{})
+					if err != nil {
+						return err
+					}
+					keys := []*pb.SigningKey{resp.GetKey()}
+					all, err := cl.Directory.ListKeys(ctx, &pb.ListKeysRequest{})
+					if err != nil {
+						return err
+					}
+					for _, k := range all.GetKeys() {
+						if k.GetKid() == resp.GetOldKid() {
+							keys = append(keys, k)
+						}
+					}
+					return printKeyList(c, keys)
+				}),
+			},
+			{
 				Name:      "revoke",
 				Usage:     "take a signing key out of the trust bundle at once (coordinators)",
 				ArgsUsage: "KID",

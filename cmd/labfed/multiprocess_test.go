@@ -202,7 +202,7 @@ func newProcCluster(t testing.TB, sites []string, budget time.Duration) *procClu
 		cfg += fmt.Sprintf("tls:\n  ca: %s\n  cert: %s.crt\n  key: %s.key\n  crl: %s\n", caCert, prefix, prefix, caCRL)
 		cfg += "bootstrap:\n  coordinator: {name: coord, email: coord@rutgers.edu}\n"
 		cfg += fmt.Sprintf("gossip: {keyring: %s}\n", keyring)
-		cfg = strings.Replace(cfg, "listen:\n", "listen:\n  gossip: "+gossipAddrs[i]+"\n", 1)
+		cfg = strings.Replace(cfg, "listen:\n", "listen:\n  gossip: "+gossipAddrs[i]+"\n  http: 127.0.0.1:0\n", 1)
 		if err := os.WriteFile(p.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/broker/trust"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -79,81 +79,91 @@ func tokenCommand() *cli.Command {
 			},
 			{
 				Name:      "verify",
-				Usage:     "verify a token as the audience site would, against the federation's trust bundle",
+				Usage:     "verify a token as the audience site's agent would: offline, against the federation's trust bundle and revocation locks",
 				ArgsUsage: "TOKEN",
+				Description: "Fetches the trust bundle and the locks from the broker once, or with --offline reads\n" +
+					"them from --cache alone (as an agent cut off from its broker would: it then refuses\n" +
+					"tokens that operate or modify, since a revocation may have been missed, and still\n" +
+					"accepts view tokens). Exit status 0 only when the token is valid.",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "aud", Required: true, Usage: "the verifying `SITE`"},
 					&cli.StringFlag{Name: "scope", Usage: "require a scope covering `ACTION:RESOURCE`"},
+					&cli.StringFlag{Name: "cache", Usage: "keep the trust state in `FILE` (mode 0600) for later --offline use"},
+					&cli.BoolFlag{Name: "offline", Usage: "do not contact the broker; verify against --cache"},
 					jsonFlag(),
 				},
-				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
-					tok, err := oneArg(c, "TOKEN")
-					if err != nil {
-						return err
-					}
-					var want *capability.Scope
-					if s := c.String("scope"); s != "" {
-						sc, err := capability.ParseScope(s)
-						if err != nil {
-							return err
-						}
-						want = &sc
-					}
-					bundle, err := fetchBundle(ctx, cl)
-					if err != nil {
-						return err
-					}
-					locks, err := pb.NewTokenServiceClient(cl.Conn()).ListLocks(ctx, &pb.ListLocksRequest{})
-					if err != nil {
-						return err
-					}
-					_, verr := capability.NewVerifier(c.String("aud"), bundle, capability.WithRevoked(lockCheck(locks.GetLocks()))).Verify(tok, want)
-					out := map[string]any{"valid": verr == nil}
-					if verr != nil {
-						var re *capability.RefusedError
-						if errors.As(verr, &re) {
-							out["reason"] = re.Reason
-							out["code"] = re.Code
-						} else {
-							out["reason"] = verr.Error()
-						}
-					} else if _, claims, err := inspectToken(tok); err == nil {
-						out["claims"] = claims
-					}
-					if c.Bool("json") {
-						if err := printJSON(c.App.Writer, out); err != nil {
-							return err
-						}
-					} else if verr == nil {
-						fmt.Fprintln(c.App.Writer, "valid")
-					}
-					if verr != nil {
-						return verr
-					}
-					return nil
-				}),
+				Action: verifyToken,
 			},
 		},
 	}
 }
 
-// fetchBundle reads the trust bundle (active and retiring keys) from the
-// broker.
-func fetchBundle(ctx context.Context, cl *client.Client) (capability.StaticBundle, error) {
-	resp, err := cl.Directory.ListKeys(ctx, &pb.ListKeysRequest{})
+func verifyToken(c *cli.Context) error {
+	tok, err := oneArg(c, "TOKEN")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	b := capability.StaticBundle{}
-	for _, k := range resp.GetKeys() {
-		key := capability.Key{KID: k.GetKid(), Issuer: k.GetIssuer(), Public: ed25519.PublicKey(k.GetPublic()), Status: k.GetStatus(), NotBefore: k.GetNotBefore().AsTime()}
-		if k.GetNotAfter() != nil {
-			key.NotAfter = k.GetNotAfter().AsTime()
+	var want *capability.Scope
+	if s := c.String("scope"); s != "" {
+		sc, err := capability.ParseScope(s)
+		if err != nil {
+			return err
 		}
-		b[key.KID] = key
+		want = &sc
 	}
-	return b, nil
+	if c.Bool("offline") && c.String("cache") == "" {
+		return errors.New("--offline verifies against a trust cache; give --cache FILE (written by an earlier verify with --cache)")
+	}
+	var store *trust.Store
+	if c.Bool("offline") {
+		store, err = trust.Open(trust.Options{Site: c.String("aud"), Source: offlineSource{}, CacheFile: c.String("cache")})
+		if err != nil {
+			return err
+		}
+	} else {
+		cl, ctx, done, err := dial(c)
+		if err != nil {
+			return err
+		}
+		defer done()
+		store, err = trust.Open(trust.Options{Site: c.String("aud"), Source: cl.TrustSource(), CacheFile: c.String("cache")})
+		if err != nil {
+			return err
+		}
+		if err := store.Refresh(ctx); err != nil {
+			return err
+		}
+	}
+	_, verr := store.Verify(tok, want)
+	out := map[string]any{"valid": verr == nil}
+	if verr != nil {
+		var re *capability.RefusedError
+		if errors.As(verr, &re) {
+			out["reason"] = re.Reason
+			out["code"] = re.Code
+		} else {
+			out["reason"] = verr.Error()
+		}
+	} else if _, claims, err := inspectToken(tok); err == nil {
+		out["claims"] = claims
+	}
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, out); err != nil {
+			return err
+		}
+	} else if verr == nil {
+		fmt.Fprintln(c.App.Writer, "valid")
+	}
+	return verr
 }
+
+// offlineSource is the broker of a verifier told not to contact it.
+type offlineSource struct{}
+
+var errOffline = errors.New("--offline: not contacting the broker")
+
+func (offlineSource) Watch(context.Context, func(*trust.State)) error { return errOffline }
+func (offlineSource) Fetch(context.Context) (*trust.State, error)     { return nil, errOffline }
 
 // inspectToken decodes a compact JWS's header and claims without
 // verifying anything.
@@ -175,18 +185,4 @@ func inspectToken(tok string) (header, claims map[string]any, err error) {
 		}
 	}
 	return header, claims, nil
-}
-
-// lockCheck refuses tokens a revocation lock covers.
-func lockCheck(locks []*pb.Lock) func(*capability.Claims) (string, bool) {
-	return func(c *capability.Claims) (string, bool) {
-		for _, l := range locks {
-			switch {
-			case l.GetKind() == "jti" && l.GetValue() == c.ID,
-				l.GetKind() == "user" && l.GetValue() == c.Subject && !c.IssuedAt.After(l.GetCreated().AsTime()):
-				return fmt.Sprintf("revoked by lock %s (%s)", l.GetId(), l.GetReason()), true
-			}
-		}
-		return "", false
-	}
 }

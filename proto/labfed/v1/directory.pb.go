@@ -2190,9 +2190,13 @@ func (x *ListKeysResponse) GetKeys() []*SigningKey {
 }
 
 type PublishKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kid           string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
-	Public        []byte                 `protobuf:"bytes,2,opt,name=public,proto3" json:"public,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Kid    string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	Public []byte                 `protobuf:"bytes,2,opt,name=public,proto3" json:"public,omitempty"`
+	// The publishing broker's node name. Only development mode (no
+	// certificates) reads it; otherwise the issuer is the caller's
+	// certificate.
+	Issuer        string `protobuf:"bytes,3,opt,name=issuer,proto3" json:"issuer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2239,6 +2243,13 @@ func (x *PublishKeyRequest) GetPublic() []byte {
 		return x.Public
 	}
 	return nil
+}
+
+func (x *PublishKeyRequest) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
 }
 
 type RotateKeyRequest struct {
@@ -3128,10 +3139,11 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\x0fListKeysRequest\x12*\n" +
 	"\x04read\x18\x01 \x01(\v2\x16.labfed.v1.ReadOptionsR\x04read\"=\n" +
 	"\x10ListKeysResponse\x12)\n" +
-	"\x04keys\x18\x01 \x03(\v2\x15.labfed.v1.SigningKeyR\x04keys\"=\n" +
+	"\x04keys\x18\x01 \x03(\v2\x15.labfed.v1.SigningKeyR\x04keys\"U\n" +
 	"\x11PublishKeyRequest\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
-	"\x06public\x18\x02 \x01(\fR\x06public\"\x12\n" +
+	"\x06public\x18\x02 \x01(\fR\x06public\x12\x16\n" +
+	"\x06issuer\x18\x03 \x01(\tR\x06issuer\"\x12\n" +
 	"\x10RotateKeyRequest\"U\n" +
 	"\x11RotateKeyResponse\x12\x17\n" +
 	"\aold_kid\x18\x01 \x01(\tR\x06oldKid\x12'\n" +

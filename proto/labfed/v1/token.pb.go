@@ -479,6 +479,51 @@ func (x *TrustUpdate) GetSent() *timestamppb.Timestamp {
 	return nil
 }
 
+type GetTrustRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stale answers from the contacted broker; otherwise the leader answers.
+	Stale         bool `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrustRequest) Reset() {
+	*x = GetTrustRequest{}
+	mi := &file_labfed_v1_token_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrustRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrustRequest) ProtoMessage() {}
+
+func (x *GetTrustRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_token_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrustRequest.ProtoReflect.Descriptor instead.
+func (*GetTrustRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetTrustRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListLocksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -487,7 +532,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_labfed_v1_token_proto_msgTypes[7]
+	mi := &file_labfed_v1_token_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +544,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_token_proto_msgTypes[7]
+	mi := &file_labfed_v1_token_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +557,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_token_proto_rawDescGZIP(), []int{7}
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{8}
 }
 
 type ListLocksResponse struct {
@@ -524,7 +569,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_labfed_v1_token_proto_msgTypes[8]
+	mi := &file_labfed_v1_token_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +581,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_token_proto_msgTypes[8]
+	mi := &file_labfed_v1_token_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +594,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_token_proto_rawDescGZIP(), []int{8}
+	return file_labfed_v1_token_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListLocksResponse) GetLocks() []*Lock {
@@ -594,16 +639,19 @@ const file_labfed_v1_token_proto_rawDesc = "" +
 	"\x04keys\x18\x02 \x03(\v2\x15.labfed.v1.SigningKeyR\x04keys\x12%\n" +
 	"\x05locks\x18\x03 \x03(\v2\x0f.labfed.v1.LockR\x05locks\x12\x14\n" +
 	"\x05index\x18\x04 \x01(\x04R\x05index\x12.\n" +
-	"\x04sent\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\"\x12\n" +
+	"\x04sent\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\"'\n" +
+	"\x0fGetTrustRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"\x12\n" +
 	"\x10ListLocksRequest\":\n" +
 	"\x11ListLocksResponse\x12%\n" +
-	"\x05locks\x18\x01 \x03(\v2\x0f.labfed.v1.LockR\x05locks2\xad\x02\n" +
+	"\x05locks\x18\x01 \x03(\v2\x0f.labfed.v1.LockR\x05locks2\xed\x02\n" +
 	"\fTokenService\x12D\n" +
 	"\x05Issue\x12\x1c.labfed.v1.IssueTokenRequest\x1a\x1d.labfed.v1.IssueTokenResponse\x12I\n" +
 	"\x06Revoke\x12\x1e.labfed.v1.RevokeTokensRequest\x1a\x1f.labfed.v1.RevokeTokensResponse\x12F\n" +
 	"\tListLocks\x12\x1b.labfed.v1.ListLocksRequest\x1a\x1c.labfed.v1.ListLocksResponse\x12D\n" +
 	"\n" +
-	"WatchTrust\x12\x1c.labfed.v1.WatchTrustRequest\x1a\x16.labfed.v1.TrustUpdate0\x01B3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
+	"WatchTrust\x12\x1c.labfed.v1.WatchTrustRequest\x1a\x16.labfed.v1.TrustUpdate0\x01\x12>\n" +
+	"\bGetTrust\x12\x1a.labfed.v1.GetTrustRequest\x1a\x16.labfed.v1.TrustUpdateB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
 
 var (
 	file_labfed_v1_token_proto_rawDescOnce sync.Once
@@ -617,7 +665,7 @@ func file_labfed_v1_token_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_token_proto_rawDescData
 }
 
-var file_labfed_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_labfed_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_labfed_v1_token_proto_goTypes = []any{
 	(*IssueTokenRequest)(nil),     // 0: labfed.v1.IssueTokenRequest
 	(*IssueTokenResponse)(nil),    // 1: labfed.v1.IssueTokenResponse
@@ -626,30 +674,33 @@ var file_labfed_v1_token_proto_goTypes = []any{
 	(*RevokeTokensResponse)(nil),  // 4: labfed.v1.RevokeTokensResponse
 	(*WatchTrustRequest)(nil),     // 5: labfed.v1.WatchTrustRequest
 	(*TrustUpdate)(nil),           // 6: labfed.v1.TrustUpdate
-	(*ListLocksRequest)(nil),      // 7: labfed.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),     // 8: labfed.v1.ListLocksResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*SigningKey)(nil),            // 10: labfed.v1.SigningKey
+	(*GetTrustRequest)(nil),       // 7: labfed.v1.GetTrustRequest
+	(*ListLocksRequest)(nil),      // 8: labfed.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),     // 9: labfed.v1.ListLocksResponse
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*SigningKey)(nil),            // 11: labfed.v1.SigningKey
 }
 var file_labfed_v1_token_proto_depIdxs = []int32{
-	9,  // 0: labfed.v1.IssueTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	9,  // 1: labfed.v1.Lock.created:type_name -> google.protobuf.Timestamp
-	9,  // 2: labfed.v1.Lock.until:type_name -> google.protobuf.Timestamp
+	10, // 0: labfed.v1.IssueTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	10, // 1: labfed.v1.Lock.created:type_name -> google.protobuf.Timestamp
+	10, // 2: labfed.v1.Lock.until:type_name -> google.protobuf.Timestamp
 	3,  // 3: labfed.v1.RevokeTokensResponse.lock:type_name -> labfed.v1.Lock
-	10, // 4: labfed.v1.TrustUpdate.keys:type_name -> labfed.v1.SigningKey
+	11, // 4: labfed.v1.TrustUpdate.keys:type_name -> labfed.v1.SigningKey
 	3,  // 5: labfed.v1.TrustUpdate.locks:type_name -> labfed.v1.Lock
-	9,  // 6: labfed.v1.TrustUpdate.sent:type_name -> google.protobuf.Timestamp
+	10, // 6: labfed.v1.TrustUpdate.sent:type_name -> google.protobuf.Timestamp
 	3,  // 7: labfed.v1.ListLocksResponse.locks:type_name -> labfed.v1.Lock
 	0,  // 8: labfed.v1.TokenService.Issue:input_type -> labfed.v1.IssueTokenRequest
 	2,  // 9: labfed.v1.TokenService.Revoke:input_type -> labfed.v1.RevokeTokensRequest
-	7,  // 10: labfed.v1.TokenService.ListLocks:input_type -> labfed.v1.ListLocksRequest
+	8,  // 10: labfed.v1.TokenService.ListLocks:input_type -> labfed.v1.ListLocksRequest
 	5,  // 11: labfed.v1.TokenService.WatchTrust:input_type -> labfed.v1.WatchTrustRequest
-	1,  // 12: labfed.v1.TokenService.Issue:output_type -> labfed.v1.IssueTokenResponse
-	4,  // 13: labfed.v1.TokenService.Revoke:output_type -> labfed.v1.RevokeTokensResponse
-	8,  // 14: labfed.v1.TokenService.ListLocks:output_type -> labfed.v1.ListLocksResponse
-	6,  // 15: labfed.v1.TokenService.WatchTrust:output_type -> labfed.v1.TrustUpdate
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
+	7,  // 12: labfed.v1.TokenService.GetTrust:input_type -> labfed.v1.GetTrustRequest
+	1,  // 13: labfed.v1.TokenService.Issue:output_type -> labfed.v1.IssueTokenResponse
+	4,  // 14: labfed.v1.TokenService.Revoke:output_type -> labfed.v1.RevokeTokensResponse
+	9,  // 15: labfed.v1.TokenService.ListLocks:output_type -> labfed.v1.ListLocksResponse
+	6,  // 16: labfed.v1.TokenService.WatchTrust:output_type -> labfed.v1.TrustUpdate
+	6,  // 17: labfed.v1.TokenService.GetTrust:output_type -> labfed.v1.TrustUpdate
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -667,7 +718,7 @@ func file_labfed_v1_token_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_token_proto_rawDesc), len(file_labfed_v1_token_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

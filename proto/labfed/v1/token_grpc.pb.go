@@ -25,6 +25,7 @@ const (
 	TokenService_Revoke_FullMethodName     = "/labfed.v1.TokenService/Revoke"
 	TokenService_ListLocks_FullMethodName  = "/labfed.v1.TokenService/ListLocks"
 	TokenService_WatchTrust_FullMethodName = "/labfed.v1.TokenService/WatchTrust"
+	TokenService_GetTrust_FullMethodName   = "/labfed.v1.TokenService/GetTrust"
 )
 
 // TokenServiceClient is the client API for TokenService service.
@@ -42,6 +43,9 @@ type TokenServiceClient interface {
 	// state first, again whenever either changes, and heartbeats between.
 	// Verifiers keep their copy current with it.
 	WatchTrust(ctx context.Context, in *WatchTrustRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrustUpdate], error)
+	// GetTrust returns the whole trust state once, linearizably unless asked
+	// for a stale read: a verifier that meets an unknown kid asks it.
+	GetTrust(ctx context.Context, in *GetTrustRequest, opts ...grpc.CallOption) (*TrustUpdate, error)
 }
 
 type tokenServiceClient struct {
@@ -101,6 +105,16 @@ func (c *tokenServiceClient) WatchTrust(ctx context.Context, in *WatchTrustReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TokenService_WatchTrustClient = grpc.ServerStreamingClient[TrustUpdate]
 
+func (c *tokenServiceClient) GetTrust(ctx context.Context, in *GetTrustRequest, opts ...grpc.CallOption) (*TrustUpdate, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrustUpdate)
+	err := c.cc.Invoke(ctx, TokenService_GetTrust_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TokenServiceServer is the server API for TokenService service.
 // All implementations must embed UnimplementedTokenServiceServer
 // for forward compatibility.
@@ -116,6 +130,9 @@ type TokenServiceServer interface {
 	// state first, again whenever either changes, and heartbeats between.
 	// Verifiers keep their copy current with it.
 	WatchTrust(*WatchTrustRequest, grpc.ServerStreamingServer[TrustUpdate]) error
+	// GetTrust returns the whole trust state once, linearizably unless asked
+	// for a stale read: a verifier that meets an unknown kid asks it.
+	GetTrust(context.Context, *GetTrustRequest) (*TrustUpdate, error)
 	mustEmbedUnimplementedTokenServiceServer()
 }
 
@@ -137,6 +154,9 @@ func (UnimplementedTokenServiceServer) ListLocks(context.Context, *ListLocksRequ
 }
 func (UnimplementedTokenServiceServer) WatchTrust(*WatchTrustRequest, grpc.ServerStreamingServer[TrustUpdate]) error {
 	return status.Error(codes.Unimplemented, "method WatchTrust not implemented")
+}
+func (UnimplementedTokenServiceServer) GetTrust(context.Context, *GetTrustRequest) (*TrustUpdate, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTrust not implemented")
 }
 func (UnimplementedTokenServiceServer) mustEmbedUnimplementedTokenServiceServer() {}
 func (UnimplementedTokenServiceServer) testEmbeddedByValue()                      {}
@@ -224,6 +244,24 @@ func _TokenService_WatchTrust_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TokenService_WatchTrustServer = grpc.ServerStreamingServer[TrustUpdate]
 
+func _TokenService_GetTrust_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTrustRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenServiceServer).GetTrust(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenService_GetTrust_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenServiceServer).GetTrust(ctx, req.(*GetTrustRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TokenService_ServiceDesc is the grpc.ServiceDesc for TokenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -242,6 +280,10 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListLocks",
 			Handler:    _TokenService_ListLocks_Handler,
+		},
+		{
+			MethodName: "GetTrust",
+			Handler:    _TokenService_GetTrust_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -81,7 +81,7 @@ func authzFixture(t *testing.T) *tlsNode {
 		}
 	}
 	waitUntil(t, 10*time.Second, "the node's signing key is active", func() error {
-		k, err := tn.n.Replica().Directory().SigningKey(tn.n.signKID)
+		k, err := tn.n.Replica().Directory().SigningKey(tn.n.keys.KID())
 		if err == nil && k.Status != directory.KeyActive {
 			err = fmt.Errorf("key %s is %s", k.KID, k.Status)
 		}
@@ -123,13 +123,21 @@ func (tn *tlsNode) session(t testing.TB, user string, expired bool) string {
 // with every call, as the CLI does after labfed login.
 func (tn *tlsNode) sessionConn(t testing.TB, tok string) *grpc.ClientConn {
 	t.Helper()
+	return tn.sessionConnAt(t, tn.n.Addr(), tok)
+}
+
+// sessionConnAt is sessionConn to the node at addr.
+func (tn *tlsNode) sessionConnAt(t testing.TB, addr, tok string) *grpc.ClientConn {
+	t.Helper()
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(anonTLS(t, tn.fed.caFile)))}
 	if tok != "" {
 		opts = append(opts, grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
 			return invoker(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok), method, req, reply, cc, o...)
+		}), grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, o ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok), desc, cc, method, o...)
 		}))
 	}
-	conn, err := grpc.NewClient(tn.n.Addr(), opts...)
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,6 +328,23 @@ func matrix() []call {
 		}},
 		{method: "ListLocks", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(pb.NewTokenServiceClient(c).ListLocks(ctx, &pb.ListLocksRequest{}))
+		}},
+		// The stream is checked by the stream interceptor, like the unary
+		// calls: the first message or the refusal.
+		{method: "WatchTrust", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			stream, err := pb.NewTokenServiceClient(c).WatchTrust(ctx, &pb.WatchTrustRequest{})
+			if err != nil {
+				return err
+			}
+			return ignore(stream.Recv())
+		}},
+		{method: "GetTrust", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewTokenServiceClient(c).GetTrust(ctx, &pb.GetTrustRequest{}))
+		}},
+		// The node under test is a rutgers broker: its own site's
+		// administrators may rotate its key.
+		{method: "RotateKey", allowed: rutAdm, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(dir(c).RotateKey(ctx, &pb.RotateKeyRequest{}))
 		}},
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))

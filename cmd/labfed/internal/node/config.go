@@ -39,20 +39,24 @@ type Config struct {
 	Node    string `yaml:"node"`
 	DataDir string `yaml:"data_dir"`
 	// Listen gives the bind addresses. Gossip (memberlist, TCP and UDP)
-	// defaults to the API's host with the API's port + 2; an API port of 0
-	// gives a gossip port of 0 too.
+	// defaults to the API's host with the API's port + 2, and HTTP (the
+	// trust bundle as JWKS for outside verifiers, HTTPS unless in
+	// development mode) to the API's port + 3; an API port of 0 gives
+	// ports of 0 too.
 	Listen struct {
 		API    string `yaml:"api"`
 		Raft   string `yaml:"raft"`
 		Gossip string `yaml:"gossip"`
+		HTTP   string `yaml:"http"`
 	} `yaml:"listen"`
-	// Advertise gives the addresses other nodes use, when they differ from
-	// the listen addresses (NAT, 0.0.0.0 binds). Each defaults to its
-	// listen address.
+	// Advertise gives the addresses other nodes (and, for HTTP, outside
+	// verifiers) use, when they differ from the listen addresses (NAT,
+	// 0.0.0.0 binds). Each defaults to its listen address.
 	Advertise struct {
 		API    string `yaml:"api"`
 		Raft   string `yaml:"raft"`
 		Gossip string `yaml:"gossip"`
+		HTTP   string `yaml:"http"`
 	} `yaml:"advertise"`
 	// UIDRange and GIDRange register the site with these ranges when it
 	// first joins; later changes go through labfed site update.
@@ -364,25 +368,39 @@ func (c *Config) validate(pos *positions) []Problem {
 }
 
 // validateAddrs checks the listen and advertise addresses and fills in the
-// defaults: listen.gossip from listen.api, advertise from listen.
+// defaults: listen.gossip and listen.http from listen.api, advertise from
+// listen.
 func (c *Config) validateAddrs(k *checker) {
 	apiOK := k.listenAddr("listen.api", c.Listen.API, "127.0.0.1:7100")
 	k.listenAddr("listen.raft", c.Listen.Raft, "127.0.0.1:7101")
-	if c.Listen.Gossip != "" {
-		k.listenAddr("listen.gossip", c.Listen.Gossip, "127.0.0.1:7102")
-	} else if apiOK {
+	for _, d := range []struct {
+		path    string
+		addr    *string
+		offset  int // from the API port
+		example string
+	}{
+		{"listen.gossip", &c.Listen.Gossip, 2, "127.0.0.1:7102"},
+		{"listen.http", &c.Listen.HTTP, 3, "127.0.0.1:7103"},
+	} {
+		if *d.addr != "" {
+			k.listenAddr(d.path, *d.addr, d.example)
+			continue
+		}
+		if !apiOK {
+			continue
+		}
 		host, port, _ := net.SplitHostPort(c.Listen.API)
 		p, _ := strconv.Atoi(port)
 		if p != 0 {
-			p += 2
+			p += d.offset
 		}
 		if p > 65535 {
-			k.errorf("listen.api", "listen.gossip defaults to listen.api's port + 2, which is %d, past 65535; give listen.gossip", p)
+			k.errorf("listen.api", "%s defaults to listen.api's port + %d, which is %d, past 65535; give %s", d.path, d.offset, p, d.path)
 		} else {
-			c.Listen.Gossip = net.JoinHostPort(host, strconv.Itoa(p))
+			*d.addr = net.JoinHostPort(host, strconv.Itoa(p))
 		}
 	}
-	listen := []struct{ path, addr string }{{"listen.api", c.Listen.API}, {"listen.raft", c.Listen.Raft}, {"listen.gossip", c.Listen.Gossip}}
+	listen := []struct{ path, addr string }{{"listen.api", c.Listen.API}, {"listen.raft", c.Listen.Raft}, {"listen.gossip", c.Listen.Gossip}, {"listen.http", c.Listen.HTTP}}
 	for i, a := range listen {
 		for _, b := range listen[:i] {
 			if sameListener(a.addr, b.addr) {
@@ -397,18 +415,19 @@ func (c *Config) validateAddrs(k *checker) {
 	for _, a := range []struct {
 		path         string
 		addr, listen *string
-		example      string
+		who, example string
 	}{
-		{"advertise.api", &c.Advertise.API, &c.Listen.API, "broker.rutgers.edu:7100"},
-		{"advertise.raft", &c.Advertise.Raft, &c.Listen.Raft, "broker.rutgers.edu:7101"},
-		{"advertise.gossip", &c.Advertise.Gossip, &c.Listen.Gossip, "broker.rutgers.edu:7102"},
+		{"advertise.api", &c.Advertise.API, &c.Listen.API, "other nodes", "broker.rutgers.edu:7100"},
+		{"advertise.raft", &c.Advertise.Raft, &c.Listen.Raft, "other nodes", "broker.rutgers.edu:7101"},
+		{"advertise.gossip", &c.Advertise.Gossip, &c.Listen.Gossip, "other nodes", "broker.rutgers.edu:7102"},
+		{"advertise.http", &c.Advertise.HTTP, &c.Listen.HTTP, "outside verifiers", "broker.rutgers.edu:7103"},
 	} {
 		if *a.addr == "" {
 			*a.addr = *a.listen
 			continue
 		}
 		if err := checkDialAddr(*a.addr); err != nil {
-			k.errorf(a.path, "%s %q %v; give the host name or IP address and port other nodes reach this one at, such as %s", a.path, *a.addr, err, a.example)
+			k.errorf(a.path, "%s %q %v; give the host name or IP address and port %s reach this one at, such as %s", a.path, *a.addr, err, a.who, a.example)
 		}
 	}
 }

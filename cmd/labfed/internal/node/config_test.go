@@ -62,8 +62,8 @@ func checkConfigInvariants(t testing.TB, name string, c *Config) {
 		t.Errorf("LoadConfig(%q).DataDir = \"\", want a directory", name)
 	}
 	for _, a := range []struct{ field, got string }{
-		{"Listen.API", c.Listen.API}, {"Listen.Raft", c.Listen.Raft}, {"Listen.Gossip", c.Listen.Gossip},
-		{"Advertise.API", c.Advertise.API}, {"Advertise.Raft", c.Advertise.Raft}, {"Advertise.Gossip", c.Advertise.Gossip},
+		{"Listen.API", c.Listen.API}, {"Listen.Raft", c.Listen.Raft}, {"Listen.Gossip", c.Listen.Gossip}, {"Listen.HTTP", c.Listen.HTTP},
+		{"Advertise.API", c.Advertise.API}, {"Advertise.Raft", c.Advertise.Raft}, {"Advertise.Gossip", c.Advertise.Gossip}, {"Advertise.HTTP", c.Advertise.HTTP},
 	} {
 		if !hostPortRE.MatchString(a.got) {
 			t.Errorf("LoadConfig(%q).%s = %q, want HOST:PORT", name, a.field, a.got)
@@ -122,10 +122,13 @@ func TestExampleConfigFacts(t *testing.T) {
 				{"Listen.API", c.Listen.API, "127.0.0.1:7100"},
 				{"Listen.Raft", c.Listen.Raft, "127.0.0.1:7101"},
 				{"Listen.Gossip", c.Listen.Gossip, "127.0.0.1:7102"},
+				// listen.http is commented out: the api port + 3.
+				{"Listen.HTTP", c.Listen.HTTP, "127.0.0.1:7103"},
 				// advertise is commented out, so it defaults to listen.
 				{"Advertise.API", c.Advertise.API, "127.0.0.1:7100"},
 				{"Advertise.Raft", c.Advertise.Raft, "127.0.0.1:7101"},
 				{"Advertise.Gossip", c.Advertise.Gossip, "127.0.0.1:7102"},
+				{"Advertise.HTTP", c.Advertise.HTTP, "127.0.0.1:7103"},
 				{"UIDRange", c.UIDRange, "200000-209999"},
 				{"uidRange", fmt.Sprint(c.uidRange), "200000-209999"},
 				{"gidRange", fmt.Sprint(c.gidRange), "200000-209999"},
@@ -151,6 +154,9 @@ func TestExampleConfigFacts(t *testing.T) {
 				// listen.gossip is not given: the api port + 2.
 				{"Listen.Gossip", c.Listen.Gossip, "127.0.0.1:7202"},
 				{"Advertise.Gossip", c.Advertise.Gossip, "127.0.0.1:7202"},
+				// Nor is listen.http: the api port + 3.
+				{"Listen.HTTP", c.Listen.HTTP, "127.0.0.1:7203"},
+				{"Advertise.HTTP", c.Advertise.HTTP, "127.0.0.1:7203"},
 				{"uidRange", fmt.Sprint(c.uidRange), "300000-309999"},
 				{"Gossip.Join", fmt.Sprint(c.Gossip.Join), "[127.0.0.1:7102]"},
 				{"Gossip.Label", c.Gossip.Label, "labfed"},
@@ -175,6 +181,7 @@ func TestExampleConfigFacts(t *testing.T) {
 			return []fact{
 				{"Site", c.Site, "fabric-dc"},
 				{"Listen.Gossip", c.Listen.Gossip, "127.0.0.1:7302"},
+				{"Listen.HTTP", c.Listen.HTTP, "127.0.0.1:7303"},
 				{"uidRange", fmt.Sprint(c.uidRange), "400000-409999"},
 				{"Gossip.Join", fmt.Sprint(c.Gossip.Join), "[127.0.0.1:7102 127.0.0.1:7202]"},
 				{"len(Instruments)", fmt.Sprint(len(c.Instruments)), "0"},
@@ -211,9 +218,11 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"Node", c.Node, "psc"},
 		{"DisplayName", c.DisplayName, "psc"},
 		{"Listen.Gossip", c.Listen.Gossip, "127.0.0.1:7202"},
+		{"Listen.HTTP", c.Listen.HTTP, "127.0.0.1:7203"},
 		{"Advertise.API", c.Advertise.API, "127.0.0.1:7200"},
 		{"Advertise.Raft", c.Advertise.Raft, "127.0.0.1:7201"},
 		{"Advertise.Gossip", c.Advertise.Gossip, "127.0.0.1:7202"},
+		{"Advertise.HTTP", c.Advertise.HTTP, "127.0.0.1:7203"},
 		{"Gossip.Label", c.Gossip.Label, "labfed"},
 		{"Gossip.Keyring", c.Gossip.Keyring, ""},
 		{"Instruments[0].Status", c.Instruments[0].Status, "available"},
@@ -225,20 +234,20 @@ func TestParseConfigDefaults(t *testing.T) {
 		}
 	}
 
-	c, err = ParseConfig("adv.yaml", []byte("site: psc\nnode: psc-2\ndata_dir: d\nlisten: {api: '127.0.0.1:7200', raft: '127.0.0.1:7201'}\nadvertise: {api: 'broker.psc.edu:7200', raft: 'broker.psc.edu:7201', gossip: 'broker.psc.edu:7202'}\n"))
+	c, err = ParseConfig("adv.yaml", []byte("site: psc\nnode: psc-2\ndata_dir: d\nlisten: {api: '127.0.0.1:7200', raft: '127.0.0.1:7201'}\nadvertise: {api: 'broker.psc.edu:7200', raft: 'broker.psc.edu:7201', gossip: 'broker.psc.edu:7202', http: 'broker.psc.edu:443'}\n"))
 	if err != nil {
 		t.Fatalf("ParseConfig(with advertise) = %v, want no error", err)
 	}
-	if c.Advertise.API != "broker.psc.edu:7200" || c.Advertise.Raft != "broker.psc.edu:7201" || c.Advertise.Gossip != "broker.psc.edu:7202" {
+	if c.Advertise.API != "broker.psc.edu:7200" || c.Advertise.Raft != "broker.psc.edu:7201" || c.Advertise.Gossip != "broker.psc.edu:7202" || c.Advertise.HTTP != "broker.psc.edu:443" {
 		t.Errorf("ParseConfig(with advertise).Advertise = %+v, want the given addresses", c.Advertise)
 	}
 
-	// The gossip default keeps the API's host, IPv6 included, and a port
-	// of 0 (pick a free one) stays 0.
-	for _, test := range []struct{ api, raft, want string }{
-		{"[::1]:7100", "[::1]:7101", "[::1]:7102"},
-		{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
-		{":7100", ":7101", ":7102"},
+	// The gossip and http defaults keep the API's host, IPv6 included,
+	// and a port of 0 (pick a free one) stays 0.
+	for _, test := range []struct{ api, raft, gossip, http string }{
+		{"[::1]:7100", "[::1]:7101", "[::1]:7102", "[::1]:7103"},
+		{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
+		{":7100", ":7101", ":7102", ":7103"},
 	} {
 		text := fmt.Sprintf("site: psc\ndata_dir: d\nlisten: {api: '%s', raft: '%s'}\n", test.api, test.raft)
 		c, err := ParseConfig("v6.yaml", []byte(text))
@@ -246,8 +255,11 @@ func TestParseConfigDefaults(t *testing.T) {
 			t.Errorf("ParseConfig(%q) = %v, want no error", text, err)
 			continue
 		}
-		if c.Listen.Gossip != test.want || c.Advertise.Gossip != test.want {
-			t.Errorf("ParseConfig(%q): listen.gossip %q, advertise.gossip %q, want %q", text, c.Listen.Gossip, c.Advertise.Gossip, test.want)
+		if c.Listen.Gossip != test.gossip || c.Advertise.Gossip != test.gossip {
+			t.Errorf("ParseConfig(%q): listen.gossip %q, advertise.gossip %q, want %q", text, c.Listen.Gossip, c.Advertise.Gossip, test.gossip)
+		}
+		if c.Listen.HTTP != test.http || c.Advertise.HTTP != test.http {
+			t.Errorf("ParseConfig(%q): listen.http %q, advertise.http %q, want %q", text, c.Listen.HTTP, c.Advertise.HTTP, test.http)
 		}
 	}
 }
@@ -364,11 +376,24 @@ func TestLoadConfigErrors(t *testing.T) {
 		{name: "defaulted listen.gossip on the raft port", yaml: site + dataDir + "listen:\n  api: 127.0.0.1:7100\n  raft: 127.0.0.1:7102\n",
 			want: []Problem{{5, `listen.raft "127.0.0.1:7102" and listen.gossip "127.0.0.1:7102" use the same port; each listener needs its own`}}},
 		{name: "default gossip port past 65535", yaml: site + dataDir + "listen:\n  api: 127.0.0.1:65535\n  raft: 127.0.0.1:7101\n",
-			want: []Problem{{4, "listen.gossip defaults to listen.api's port + 2, which is 65537, past 65535; give listen.gossip"}}},
+			want: []Problem{
+				{4, "listen.gossip defaults to listen.api's port + 2, which is 65537, past 65535; give listen.gossip"},
+				{4, "listen.http defaults to listen.api's port + 3, which is 65538, past 65535; give listen.http"},
+			}},
+		{name: "bad listen.http", yaml: good + "  http: 7103\n",
+			want: []Problem{{6, `listen.http "7103" is not HOST:PORT (for example 127.0.0.1:7103)`}}},
+		{name: "listen.http on the raft port", yaml: good + "  http: '[::]:7101'\n",
+			want: []Problem{{6, `listen.raft "127.0.0.1:7101" and listen.http "[::]:7101" use the same port; each listener needs its own`}}},
+		{name: "defaulted listen.http on the raft port", yaml: site + dataDir + "listen:\n  api: 127.0.0.1:7100\n  raft: 127.0.0.1:7103\n",
+			want: []Problem{{5, `listen.raft "127.0.0.1:7103" and listen.http "127.0.0.1:7103" use the same port; each listener needs its own`}}},
+		{name: "default http port past 65535", yaml: site + dataDir + "listen:\n  api: 127.0.0.1:65533\n  raft: 127.0.0.1:7101\n",
+			want: []Problem{{4, "listen.http defaults to listen.api's port + 3, which is 65536, past 65535; give listen.http"}}},
 		{name: "advertise on every interface", yaml: good + "advertise:\n  api: 0.0.0.0:7100\n",
 			want: []Problem{{7, `advertise.api "0.0.0.0:7100" names no host anyone can dial; give the host name or IP address and port other nodes reach this one at, such as broker.rutgers.edu:7100`}}},
 		{name: "advertise.gossip without host", yaml: good + "advertise:\n  gossip: :7102\n",
 			want: []Problem{{7, `advertise.gossip ":7102" names no host anyone can dial; give the host name or IP address and port other nodes reach this one at, such as broker.rutgers.edu:7102`}}},
+		{name: "advertise.http without host", yaml: good + "advertise:\n  http: :7103\n",
+			want: []Problem{{7, `advertise.http ":7103" names no host anyone can dial; give the host name or IP address and port outside verifiers reach this one at, such as broker.rutgers.edu:7103`}}},
 		{name: "advertise.raft port 0", yaml: good + "advertise:\n  raft: broker.rutgers.edu:0\n",
 			want: []Problem{{7, `advertise.raft "broker.rutgers.edu:0" has port "0", not one from 1 to 65535; give the host name or IP address and port other nodes reach this one at, such as broker.rutgers.edu:7101`}}},
 		{name: "bad uid_range", yaml: good + "uid_range: 200000\ngid_range: 200000-209999\n",

@@ -60,9 +60,9 @@ type Node struct {
 	stopJoin context.CancelFunc
 	dial     func(addr string) (*grpc.ClientConn, error)
 	gossip   *gossip.Node
-	// signKID and signKey are this broker's capability signing key.
-	signKID string
-	signKey ed25519.PrivateKey
+	jwks     *jwksServer // the trust bundle for outside verifiers (jwks.go)
+	// keys is this broker's capability signing key.
+	keys *signingKeys
 
 	closeOnce sync.Once
 	closeErr  error
@@ -82,7 +82,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	}
 	var bundle *pki.Bundle
 	if o.DevInsecure {
-		for _, a := range []string{c.Listen.API, c.Listen.Raft} {
+		for _, a := range []string{c.Listen.API, c.Listen.Raft, c.Listen.Gossip, c.Listen.HTTP} {
 			if !IsLoopback(a) {
 				return nil, fmt.Errorf("--dev-insecure refuses to listen on %s: without TLS and authentication only loopback addresses are allowed", a)
 			}
@@ -152,6 +152,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("listen for the API on %s: %w", c.Listen.API, err)
 	}
 	defer closeOnErr(lis)
+	httpLis, err := listenJWKS(c.Listen.HTTP) // jwks.go
+	if err != nil {
+		return nil, err
+	}
+	defer closeOnErr(httpLis)
 
 	tune := func(rc *raft.Config) {
 		if c.Raft.SnapshotThreshold > 0 {
@@ -185,6 +190,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		rep.Shutdown()
 		return nil, err
 	}
+	keys := &signingKeys{node: c.Node, path: filepath.Join(c.DataDir, signingKeyFile)}
+	keys.cur.Store(capability.NewSigner(kid, c.Node, signKey))
 	gsp, err := startGossip(c, o.DevInsecure, log, o.Gossip)
 	if err != nil {
 		rep.Shutdown()
@@ -197,7 +204,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		Login:     rpc.LoginConfig{Site: c.Site, Issuers: loginIssuers(c), SessionTTL: c.OIDC.SessionTTL, Verify: verify},
 		Discovery: discovery{gsp},
 		Reporter:  reporter{site: c.Site, node: c.Node, g: gsp},
-		Signer:    capability.NewSigner(kid, c.Node, signKey),
+		Signer:    keys,
+		Keys:      keys,
 	}
 	if c.Gossip.Keyring != "" {
 		rc.GossipKeys = gossipKeys{gsp}
@@ -218,14 +226,23 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		rc.Peer, rc.Dial = peerID, dial
 	}
 	srv := rpc.NewServer(rc)
-	g := grpc.NewServer(append(gopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor))...)
+	g := grpc.NewServer(append(gopts, srv.ServerOptions()...)...)
 	srv.Register(g)
 	jctx, stopJoin := context.WithCancel(ctx)
 	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial, gossip: gsp}
 	go joinGossip(jctx, gsp, rep, c.Gossip.Join, c.Node, log)
-	n.signKID, n.signKey = kid, signKey
+	n.keys = keys
+	keys.publish = func(ctx context.Context, kid string, pub ed25519.PublicKey) error {
+		return n.callSelf(ctx, func(ctx context.Context, d pb.DirectoryServiceClient) error {
+			_, err := d.PublishKey(ctx, &pb.PublishKeyRequest{Kid: kid, Public: pub, Issuer: n.cfg.Node})
+			return err
+		})
+	}
+	keys.local = n.waitKeyActive
+	keys.everywhere = n.waitKeyEverywhere
 	go n.publishSigningKey(jctx, kid, signKey.Public().(ed25519.PublicKey))
 	go func() { n.done <- g.Serve(lis) }()
+	n.jwks = serveJWKS(httpLis, bundle, newJWKSHandler(rep, log), log) // jwks.go
 	if len(o.Join) > 0 {
 		go n.join(jctx, o.Join, !o.NonVoter)
 	}
@@ -305,6 +322,7 @@ func (n *Node) close() error {
 	case <-time.After(3 * time.Second):
 		n.grpc.Stop()
 	}
+	n.jwks.Close()
 	n.server.Close()
 	// Say goodbye so the others list this site as left, not failed.
 	if err := n.gossip.Leave(time.Second); err != nil {

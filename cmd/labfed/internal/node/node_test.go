@@ -27,7 +27,7 @@ func freePort(t testing.TB) string {
 // testConfig returns a loopback config for site in a fresh data_dir.
 func testConfig(t testing.TB, site, api, raftAddr string) *Config {
 	t.Helper()
-	text := fmt.Sprintf("site: %s\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\nuid_range: 200000-209999\ngid_range: 200000-209999\n",
+	text := fmt.Sprintf("site: %s\ndata_dir: %s\nlisten:\n  api: %s\n  raft: %s\n  http: 127.0.0.1:0\nuid_range: 200000-209999\ngid_range: 200000-209999\n",
 		site, filepath.Join(t.TempDir(), site), api, raftAddr)
 	c, err := ParseConfig(site+".yaml", []byte(text))
 	if err != nil {

@@ -10,14 +10,20 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/labfed/labfed/broker/capability"
+	"github.com/labfed/labfed/broker/directory"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -26,20 +32,22 @@ import (
 const signingKeyFile = "signing.key"
 
 // loadSigningKey reads the node's signing key, creating it (mode 0600) on
-// first start. The key id names the node and the key's fingerprint.
+// first start. A key a rotation left behind (written, perhaps published,
+// not yet switched to) is taken up first: publication is idempotent, so
+// the node ends up signing with it either way. The key id names the node
+// and the key's fingerprint.
 func loadSigningKey(dataDir, nodeName string) (kid string, priv ed25519.PrivateKey, err error) {
 	path := filepath.Join(dataDir, signingKeyFile)
+	if _, err := os.Stat(path + nextSuffix); err == nil {
+		if err := os.Rename(path+nextSuffix, path); err != nil {
+			return "", nil, fmt.Errorf("take up the rotated signing key: %w", err)
+		}
+	}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		seed := make([]byte, ed25519.SeedSize)
-		if _, err := rand.Read(seed); err != nil {
-			return "", nil, err
-		}
-		if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(seed)+"\n"), 0o600); err != nil {
-			return "", nil, fmt.Errorf("write signing key: %w", err)
-		}
-		priv = ed25519.NewKeyFromSeed(seed)
+		kid, priv, err := newSigningKey(path, nodeName)
+		return kid, priv, err
 	case err != nil:
 		return "", nil, fmt.Errorf("read signing key: %w", err)
 	default:
@@ -53,8 +61,97 @@ func loadSigningKey(dataDir, nodeName string) (kid string, priv ed25519.PrivateK
 		}
 		priv = ed25519.NewKeyFromSeed(seed)
 	}
+	return keyID(nodeName, priv), priv, nil
+}
+
+// nextSuffix names the file a rotation writes its new key to before the
+// directory has committed it.
+const nextSuffix = ".next"
+
+// newSigningKey writes a fresh key to path (0600, synced) and returns it.
+func newSigningKey(path, nodeName string) (string, ed25519.PrivateKey, error) {
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return "", nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", nil, fmt.Errorf("write signing key: %w", err)
+	}
+	_, err = f.WriteString(base64.StdEncoding.EncodeToString(seed) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("write signing key: %w", err)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	return keyID(nodeName, priv), priv, nil
+}
+
+func keyID(nodeName string, priv ed25519.PrivateKey) string {
 	sum := sha256.Sum256(priv.Public().(ed25519.PublicKey))
-	return nodeName + "-" + hex.EncodeToString(sum[:4]), priv, nil
+	return nodeName + "-" + hex.EncodeToString(sum[:4])
+}
+
+// signingKeys is the key this broker signs capability tokens with. Rotate
+// replaces it; Sign always uses a key the directory holds as active or, for
+// a moment after a rotation, retiring — both verify everywhere.
+type signingKeys struct {
+	node, path string
+	cur        atomic.Pointer[capability.Signer]
+	mu         sync.Mutex // one rotation at a time
+	// publish puts a public key into the directory through this broker's
+	// own API (forwarded to the leader) and returns once it is committed.
+	publish func(ctx context.Context, kid string, pub ed25519.PublicKey) error
+	// local waits until the local replica holds kid as active.
+	local func(ctx context.Context, kid string) (*directory.SigningKey, error)
+	// everywhere waits (bounded) until every other broker holds kid, so
+	// the verifiers following them know it before the first token.
+	everywhere func(ctx context.Context, kid string)
+}
+
+func (k *signingKeys) KID() string { return k.cur.Load().KID() }
+
+func (k *signingKeys) Sign(c capability.Claims) (string, error) { return k.cur.Load().Sign(c) }
+
+// Rotate makes a new key, publishes it, and switches to it once the
+// directory has committed it and this node has applied it. Until then the
+// old key signs; afterwards the old key is retiring and keeps verifying
+// until every token it signed has expired.
+func (k *signingKeys) Rotate(ctx context.Context) (string, *directory.SigningKey, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	old := k.KID()
+	next := k.path + nextSuffix
+	kid, priv, err := newSigningKey(next, k.node)
+	if err != nil {
+		return "", nil, err
+	}
+	// On failure the new key stays in .next: if its publication did commit
+	// after all, a restart takes it up; another rotation replaces it.
+	if err := k.publish(ctx, kid, priv.Public().(ed25519.PublicKey)); err != nil {
+		return "", nil, fmt.Errorf("publish the new signing key %s (still signing with %s): %w", kid, old, err)
+	}
+	key, err := k.local(ctx, kid)
+	if err != nil {
+		return "", nil, fmt.Errorf("new signing key %s is published but not yet applied here (still signing with %s): %w", kid, old, err)
+	}
+	if k.everywhere != nil {
+		k.everywhere(ctx, kid)
+	}
+	if err := os.Rename(next, k.path); err != nil {
+		return "", nil, fmt.Errorf("switch to the new signing key: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(k.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	k.cur.Store(capability.NewSigner(kid, k.node, priv))
+	return old, key, nil
 }
 
 // publishSigningKey makes sure the directory holds this node's public key,
@@ -65,7 +162,7 @@ func (n *Node) publishSigningKey(ctx context.Context, kid string, pub ed25519.Pu
 			return
 		}
 		err := n.callSelf(ctx, func(ctx context.Context, d pb.DirectoryServiceClient) error {
-			_, err := d.PublishKey(ctx, &pb.PublishKeyRequest{Kid: kid, Public: pub})
+			_, err := d.PublishKey(ctx, &pb.PublishKeyRequest{Kid: kid, Public: pub, Issuer: n.cfg.Node})
 			return err
 		})
 		if err == nil || status.Code(err) == codes.AlreadyExists {
@@ -79,6 +176,84 @@ func (n *Node) publishSigningKey(ctx context.Context, kid string, pub ed25519.Pu
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// waitKeyActive waits until the local replica holds kid as active.
+func (n *Node) waitKeyActive(ctx context.Context, kid string) (*directory.SigningKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		changed := n.replica.Changed()
+		k, err := n.replica.Directory().SigningKey(kid)
+		if err == nil && k.Status == directory.KeyActive {
+			return k, nil
+		}
+		if err == nil && k.Status != directory.KeyActive {
+			return nil, fmt.Errorf("key %s is %s in the directory", kid, k.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("key %s did not reach this node's directory: %w", kid, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// keyReplicated is how long a rotation waits for the other brokers to
+// apply the new key before it switches anyway.
+const keyReplicated = 10 * time.Second
+
+// waitKeyEverywhere asks every other Raft peer until each holds kid, for at
+// most keyReplicated; brokers that are down or lagging are logged and
+// left behind (their verifiers fetch an unknown kid once they catch up).
+func (n *Node) waitKeyEverywhere(ctx context.Context, kid string) {
+	ctx, cancel := context.WithTimeout(ctx, keyReplicated)
+	defer cancel()
+	peers, err := n.replica.Peers()
+	if err != nil {
+		n.log.Warn("rotation: cannot list the brokers to wait for", "err", err)
+		return
+	}
+	pending := map[string]string{} // id → API address
+	for _, p := range peers {
+		if p.ID == n.cfg.Node {
+			continue
+		}
+		if nd, err := n.replica.Directory().Node(p.ID); err == nil && nd.APIAddr != "" {
+			pending[p.ID] = nd.APIAddr
+		}
+	}
+	for len(pending) > 0 {
+		for id, addr := range pending {
+			if n.holdsKey(ctx, addr, kid) {
+				delete(pending, id)
+			}
+		}
+		if len(pending) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			n.log.Warn("rotation: switching to the new key before these brokers applied it", "kid", kid, "brokers", slices.Sorted(maps.Keys(pending)))
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) holdsKey(ctx context.Context, addr, kid string) bool {
+	conn, err := n.dial(addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := pb.NewDirectoryServiceClient(conn).ListKeys(cctx, &pb.ListKeysRequest{Read: &pb.ReadOptions{Stale: true}})
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(resp.GetKeys(), func(k *pb.SigningKey) bool { return k.GetKid() == kid })
 }
 
 func (n *Node) callSelf(ctx context.Context, fn func(context.Context, pb.DirectoryServiceClient) error) error {

@@ -20,7 +20,7 @@ func TestSigningKeysPublished(t *testing.T) {
 	tn := startTLSFederation(t)
 	cfg := tlsTestConfig(t, "psc", "psc-1", tn.fed.issue(t, pki.Identity{Site: "psc", Kind: pki.KindBroker, Name: "psc-1"}))
 	psc := startTLS(t, Options{Config: cfg, Join: []string{tn.n.Addr()}})
-	want := map[string]string{"rutgers-1": tn.n.signKID, "psc-1": psc.signKID}
+	want := map[string]string{"rutgers-1": tn.n.keys.KID(), "psc-1": psc.keys.KID()}
 	waitUntil(t, 20*time.Second, "both keys in the bundle", func() error {
 		keys, err := tn.n.Replica().Directory().SigningKeys()
 		if err != nil {
@@ -50,10 +50,10 @@ func TestSigningKeysPublished(t *testing.T) {
 		t.Errorf("PublishKey by psc-1 = %v, %v; want issuer psc-1", k, err)
 	}
 	// Restart: same key id.
-	kid := psc.signKID
+	kid := psc.keys.KID()
 	psc.Close()
 	again := startTLS(t, Options{Config: cfg})
-	if again.signKID != kid {
-		t.Errorf("after a restart the key id is %s, want %s", again.signKID, kid)
+	if again.keys.KID() != kid {
+		t.Errorf("after a restart the key id is %s, want %s", again.keys.KID(), kid)
 	}
 }

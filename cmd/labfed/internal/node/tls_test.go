@@ -209,7 +209,7 @@ func tlsTestConfig(t testing.TB, site, node string, files pki.Files) *Config {
 		"bootstrap:\n  coordinator: {name: alice, email: alice@rutgers.edu}\n"+
 		"gossip: {keyring: %s}\n",
 		site, node, filepath.Join(t.TempDir(), node), freePort(t), freePort(t), files.CA, files.Cert, files.Key, files.CRL, gossipKeyring(t, filepath.Dir(files.CA)))
-	text = strings.Replace(text, "listen:\n", "listen:\n  gossip: "+freePort(t)+"\n", 1)
+	text = strings.Replace(text, "listen:\n", "listen:\n  gossip: "+freePort(t)+"\n  http: 127.0.0.1:0\n", 1)
 	c, err := ParseConfig(node+".yaml", []byte(text))
 	if err != nil {
 		t.Fatalf("ParseConfig(%q) = %v", text, err)
