@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +64,36 @@ func TestTokenCommands(t *testing.T) {
 	tampered := tok[:strings.LastIndex(tok, ".")+1] + "AAAA" + tok[strings.LastIndex(tok, ".")+5:]
 	if _, err := cli("token", "verify", tampered, "--aud", "rutgers"); err == nil {
 		t.Error("a tampered token verified")
+	}
+
+	// With a cache, then offline from it: the agent's view when its broker
+	// is away. Operate tokens are refused (a lock may have been missed).
+	cache := filepath.Join(t.TempDir(), "trust.json")
+	if out, err := cli("token", "verify", tok, "--aud", "rutgers", "--cache", cache, "--json"); err != nil || !strings.Contains(out, `"valid": true`) {
+		t.Errorf("verify --cache = %s, %v", out, err)
+	}
+	if fi, err := os.Stat(cache); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("trust cache %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+	out, err = cli("token", "verify", tok, "--aud", "rutgers", "--cache", cache, "--offline", "--json")
+	if err == nil || !strings.Contains(out, `"code": "broker-lost"`) || !strings.Contains(out, "view tokens still work") {
+		t.Errorf("verify --offline of an operate token = %s, %v; want broker-lost", out, err)
+	}
+	if _, err := cli("token", "verify", tok, "--aud", "rutgers", "--offline"); err == nil || !strings.Contains(errorLine(err), "give --cache FILE") {
+		t.Errorf("verify --offline without --cache = %v", err)
+	}
+
+	// keys rotate: the broker at --addr gets a new key; the old one retires.
+	out, err = cli("keys", "rotate", "--json")
+	if err != nil {
+		t.Fatal(errorLine(err))
+	}
+	var rotated []keyJSON
+	if err := json.Unmarshal([]byte(out), &rotated); err != nil || len(rotated) != 2 {
+		t.Fatalf("keys rotate --json = %s (%v), want the new and the old key", out, err)
+	}
+	if n := f.cfgs[1].Node; rotated[0].Status != "active" || rotated[0].Issuer != n || rotated[1].Status != "retiring" || rotated[1].Issuer != n || rotated[1].NotAfter == nil {
+		t.Errorf("keys rotate = %+v, want %s's new key active and its old one retiring with an end", rotated, n)
 	}
 
 	// Revoking the token's jti: the audience site refuses it.
