@@ -42,6 +42,8 @@ func (a *applier) apply(c *Command) (any, error) {
 		return nil, err
 	}
 	switch {
+	case c.AppendAudit != nil:
+		return a.appendAudit(c.AppendAudit)
 	case c.AddSite != nil:
 		return a.addSite(c.AddSite)
 	case c.UpdateSite != nil:

@@ -27,6 +27,11 @@ func (d *Directory) ApplyBatch(cmds []*Command) (results []Result, err error) {
 				}
 			}
 			results[i] = Result{Value: v, Err: err}
+			// Every command leaves its audit entry, applied or refused,
+			// in the same transaction: a change is never without one.
+			if werr := auditCommand(tx, cmd, v, err); werr != nil {
+				return werr
+			}
 		}
 		return nil
 	})

@@ -36,6 +36,7 @@ type Command struct {
 	PublishKey     *PublishKey     `json:"publish_key,omitempty"`
 	RevokeKey      *RevokeKey      `json:"revoke_key,omitempty"`
 	AddLock        *AddLock        `json:"add_lock,omitempty"`
+	AppendAudit    *AppendAudit    `json:"append_audit,omitempty"`
 }
 
 // AddSite registers a site and its id ranges.

@@ -189,17 +189,22 @@ func (d *Directory) Node(id string) (*Node, error) {
 	return get[Node](d, bNodes, id, broker.Errorf(broker.ErrNotFound, "node %s is not registered", id))
 }
 
-// Hash returns a digest of the whole directory state. Replicas that applied
-// the same log have the same hash.
+// Hash returns a digest of the directory's records: everything but the
+// audit log, which its own hash chain covers (AuditHead). Replicas that
+// applied the same log have the same hash, and a refused command, which
+// adds only its audit entry, leaves it unchanged.
 func (d *Directory) Hash() (string, error) {
 	h := sha256.New()
-	buckets := Buckets()
+	buckets := slices.DeleteFunc(Buckets(), func(b string) bool { return slices.Contains(auditBuckets(), b) })
 	slices.Sort(buckets)
 	err := d.store.View(func(tx Tx) error {
 		for _, b := range buckets {
 			h.Write([]byte(b))
 			h.Write([]byte{0})
 			if err := tx.ForEach(b, "", func(k string, v []byte) error {
+				if b == bMeta && k == metaAuditHead {
+					return nil
+				}
 				h.Write([]byte(k))
 				h.Write([]byte{0})
 				h.Write(v)

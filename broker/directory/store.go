@@ -30,11 +30,11 @@ type Store interface {
 // Buckets lists every bucket the directory uses, so a store can create them
 // up front and a state hash can cover them all.
 func Buckets() []string {
-	return []string{
+	return append([]string{
 		bSites, bUsers, bEmails, bIdents, bProjects, bMemberOf, bGrants, bGrantsBySubject,
 		bAccounts, bAccountsByUser, bUIDs, bGIDs, bProjectGIDs, bUsernames, bNodes, bMeta,
 		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer, bLocks, bLocksByValue,
-	}
+	}, auditBuckets()...)
 }
 
 const (

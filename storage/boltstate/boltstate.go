@@ -67,6 +67,22 @@ func Create(path string, buckets []string) (*Store, error) {
 	return &Store{path: path, buckets: buckets, db: db}, nil
 }
 
+// OpenReadOnly opens an existing state file for reading, as it is: to
+// inspect or verify a stopped broker's state (labfed audit verify --state).
+// Updates fail.
+func OpenReadOnly(path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("boltstate: %w", err)
+	}
+	o := options()
+	o.ReadOnly = true
+	db, err := bolt.Open(path, 0o600, o)
+	if err != nil {
+		return nil, fmt.Errorf("boltstate: open %s read-only: %w", path, err)
+	}
+	return &Store{path: path, db: db}, nil
+}
+
 func openWithBuckets(path string, buckets []string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, options())
 	if err != nil {
@@ -232,4 +248,42 @@ func (t boltTx) ForEach(bucket, prefix string, fn func(string, []byte) error) er
 		}
 	}
 	return nil
+}
+
+// Seek calls fn for each key from from onwards in key order (reverse:
+// from from backwards, an empty from meaning the last key), until fn
+// returns an error, which Seek returns.
+func (t boltTx) Seek(bucket, from string, reverse bool, fn func(string, []byte) error) error {
+	b := t.bucket(bucket)
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	var k, v []byte
+	switch {
+	case !reverse:
+		k, v = c.Seek([]byte(from))
+	case from == "":
+		k, v = c.Last()
+	default:
+		k, v = c.Seek([]byte(from))
+		if k == nil {
+			k, v = c.Last()
+		} else if string(k) > from {
+			k, v = c.Prev()
+		}
+	}
+	for ; k != nil; k, v = step(c, reverse) {
+		if err := fn(string(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func step(c *bolt.Cursor, reverse bool) ([]byte, []byte) {
+	if reverse {
+		return c.Prev()
+	}
+	return c.Next()
 }
