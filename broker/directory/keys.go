@@ -23,6 +23,11 @@ const (
 // leave the bundle this long after it stopped signing.
 const MaxTokenLifetime = 12 * time.Hour
 
+// CoverMargin is how long past MaxTokenLifetime a retiring key and a
+// revocation lock last: verifiers accept a token up to 60 s past its exp,
+// and brokers' clocks differ by a little more.
+const CoverMargin = 2 * time.Minute
+
 // SigningKey is the public half of a broker's capability signing key; the
 // set of active and retiring keys is the federation's trust bundle.
 type SigningKey struct {
@@ -81,7 +86,7 @@ func (a *applier) publishKey(c *PublishKey) (any, error) {
 		if err != nil || k == nil || k.Status != KeyActive {
 			continue
 		}
-		until := a.now.Add(MaxTokenLifetime)
+		until := a.now.Add(MaxTokenLifetime + CoverMargin)
 		k.Status, k.NotAfter = KeyRetiring, &until
 		if err := putJSON(a.tx, bKeys, kid, k); err != nil {
 			return nil, err

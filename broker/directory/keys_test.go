@@ -39,7 +39,7 @@ func TestSigningKeyRotation(t *testing.T) {
 	t1 := t0.Add(time.Hour)
 	must(t, d, publish("rutgers-1-k2", "rutgers-1", 3, t1))
 	old, _ := d.SigningKey("rutgers-1-k1")
-	if old.Status != directory.KeyRetiring || !old.InBundle(t1.Add(11*time.Hour)) || old.InBundle(t1.Add(directory.MaxTokenLifetime)) {
+	if old.Status != directory.KeyRetiring || !old.InBundle(t1.Add(11*time.Hour)) || old.InBundle(t1.Add(directory.MaxTokenLifetime+directory.CoverMargin)) {
 		t.Errorf("retired key = %+v", old)
 	}
 	if other, _ := d.SigningKey("psc-1-k1"); other.Status != directory.KeyActive {
@@ -94,7 +94,7 @@ func TestSigningKeyBadInput(t *testing.T) {
 func TestLocks(t *testing.T) {
 	d := fixture(t)
 	l := must(t, d, &directory.Command{Actor: "rhea", AddLock: &directory.AddLock{Kind: directory.LockUser, Value: "alice", Reason: "laptop stolen"}}).(*directory.Lock)
-	if l.ID != "l-1" || !l.Until.Equal(t0.Add(directory.MaxTokenLifetime)) || l.By != "rhea" {
+	if l.ID != "l-1" || !l.Until.Equal(t0.Add(directory.MaxTokenLifetime+directory.CoverMargin)) || l.By != "rhea" {
 		t.Errorf("lock = %+v", l)
 	}
 	must(t, d, &directory.Command{AddLock: &directory.AddLock{Kind: directory.LockJTI, Value: "abc123"}})

@@ -67,7 +67,7 @@ func (a *applier) addLock(c *AddLock) (any, error) {
 	a.pruneLocks()
 	n := a.counter("lock") + 1
 	a.setCounter("lock", n)
-	l := &Lock{ID: fmt.Sprintf("l-%d", n), Kind: c.Kind, Value: c.Value, Reason: c.Reason, Created: a.now, Until: a.now.Add(MaxTokenLifetime), By: a.actor}
+	l := &Lock{ID: fmt.Sprintf("l-%d", n), Kind: c.Kind, Value: c.Value, Reason: c.Reason, Created: a.now, Until: a.now.Add(MaxTokenLifetime + CoverMargin), By: a.actor}
 	seq := fmt.Sprintf("%020d", n)
 	if err := a.tx.Put(bLocksByValue, k2(k2(l.Kind, l.Value), seq), nil); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labfed/labfed/broker"
 	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -38,6 +39,15 @@ func coordinatorOnly(what string) func(*Server, context.Context, *Principal, any
 	return func(_ *Server, _ context.Context, p *Principal, _ any) error {
 		if !p.Coordinator() {
 			return denied(p, what, "the coordinator role")
+		}
+		return nil
+	}
+}
+
+func anyAdmin(what string) func(*Server, context.Context, *Principal, any) error {
+	return func(_ *Server, _ context.Context, p *Principal, _ any) error {
+		if !p.AnyAdmin() {
+			return denied(p, what, "a site administrator or coordinator role")
 		}
 		return nil
 	}
@@ -144,6 +154,22 @@ var policy = map[string]rule{
 	// within the federation, as ListKeys and ListLocks are.
 	pb.TokenService_WatchTrust_FullMethodName: {},
 	pb.TokenService_GetTrust_FullMethodName:   {},
+
+	// The audit trail: every authenticated caller reads what concerns
+	// them (Query and Follow filter per caller); agents and brokers append
+	// (as themselves); administrators verify and report usage.
+	pb.AuditService_Query_FullMethodName:  {},
+	pb.AuditService_Follow_FullMethodName: {},
+	pb.AuditService_Verify_FullMethodName: {check: anyAdmin("verify the audit log")},
+	pb.AuditService_Append_FullMethodName: {write: true, check: func(_ *Server, _ context.Context, p *Principal, _ any) error {
+		if p.Cert == nil || p.User != nil || (p.Cert.Kind != pki.KindAgent && p.Cert.Kind != pki.KindBroker) {
+			if p.Method != MethodDevelopment {
+				return denied(p, "append audit entries", "a site agent or broker certificate")
+			}
+		}
+		return nil
+	}},
+	pb.AuditService_Usage_FullMethodName: {check: anyAdmin("report usage")},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

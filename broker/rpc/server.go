@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/audit"
 	"github.com/labfed/labfed/broker/directory"
 	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
@@ -85,6 +86,7 @@ type Server struct {
 	pb.UnimplementedLoginServiceServer
 	pb.UnimplementedDiscoveryServiceServer
 	pb.UnimplementedTokenServiceServer
+	pb.UnimplementedAuditServiceServer
 
 	cfg   Config
 	mu    sync.Mutex
@@ -115,6 +117,7 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterLoginServiceServer(g, s)
 	pb.RegisterDiscoveryServiceServer(g, s)
 	pb.RegisterTokenServiceServer(g, s)
+	pb.RegisterAuditServiceServer(g, s)
 }
 
 // Close closes the forwarding connections.
@@ -166,11 +169,25 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	}
 	if r.check != nil {
 		if err := r.check(s, ctx, p, req); err != nil {
+			s.recordRefusal(ctx, p, info.FullMethod, err)
 			return nil, ctx, err
 		}
 	}
 	resp, err := handler(ctx, req)
 	return resp, ctx, err
+}
+
+// recordRefusal audits an RPC its access rule refused. The request is
+// refused whether or not the entry can be written; a failure is logged.
+func (s *Server) recordRefusal(ctx context.Context, p *Principal, method string, refusal error) {
+	if status.Code(toStatus(refusal)) != codes.PermissionDenied {
+		return
+	}
+	e := actorEntry(p, audit.ActionAccessRefused, method[strings.LastIndex(method, "/")+1:], "")
+	e.Decision, e.Reason = audit.Deny, status.Convert(toStatus(refusal)).Message()
+	if err := s.record(ctx, e); err != nil {
+		s.cfg.Logger.Warn("could not audit a refused request", "method", method, "by", p.Actor(), "err", err)
+	}
 }
 
 type forwardedKey struct{}

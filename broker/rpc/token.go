@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/audit"
 	"github.com/labfed/labfed/broker/authz"
 	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/directory"
@@ -51,6 +53,7 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 	var in authz.Input
 	var posix *capability.POSIX
 	var keyEnd time.Time
+	var lockRefusal string
 	// A linearizable read: a grant revoked a moment ago must not count.
 	err = s.cfg.Replica.Read(ctx, false, func(d *directory.Directory) error {
 		e, err := d.Entitlements(user, scope.Resource.Site, s.cfg.Signer.KID(), now)
@@ -66,12 +69,18 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 		}
 		if k.Status == directory.KeyRetiring && k.NotAfter != nil {
 			keyEnd = *k.NotAfter
+			if keyEnd.Before(now.Add(time.Hour)) {
+				// A rotation that never finished: refuse rather than hand
+				// out tokens about to die with their key.
+				return broker.Errorf(broker.ErrUnavailable, "this broker's signing key %s is retiring and no successor signs yet; run labfed keys rotate on it", k.KID)
+			}
 		}
 		in = authz.Input{User: user, Action: scope.Action, Resource: scope.Resource, Now: now, TTL: ttl}
 		in.UserStatus = e.User.Status
 		if n := len(e.UserLocks); n > 0 {
 			l := e.UserLocks[n-1]
-			return status.Errorf(codes.PermissionDenied, "the tokens of %s are revoked until %s (%s); ask a coordinator", user, l.Until.Format(time.RFC3339), orNone(l.Reason))
+			lockRefusal = fmt.Sprintf("the tokens of %s are revoked until %s (%s); ask a coordinator", user, l.Until.Format(time.RFC3339), orNone(l.Reason))
+			return nil
 		}
 		in.Projects = e.Projects
 		for _, g := range e.Grants {
@@ -91,8 +100,18 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 		return nil, err
 	}
 	dec := authz.Decide(in)
+	if lockRefusal != "" {
+		dec = authz.Decision{Reason: lockRefusal}
+	}
+	entry := actorEntry(p, audit.ActionTokenIssue, scope.Resource.ID(), scope.Resource.Site)
+	entry.Subject, entry.Time = user, now
+	entry.Details = map[string]string{"scope": scope.String()}
 	if !dec.Allowed {
 		s.cfg.Logger.Info("token refused", "user", user, "scope", scope.String(), "reason", dec.Reason, "by", p.Actor())
+		entry.Decision, entry.Reason = audit.Deny, dec.Reason
+		if err := s.record(ctx, entry); err != nil {
+			return nil, status.Errorf(codes.PermissionDenied, "%s (and the refusal could not be recorded: %v)", dec.Reason, status.Convert(err).Message())
+		}
 		return nil, status.Error(codes.PermissionDenied, dec.Reason)
 	}
 	if !keyEnd.IsZero() && dec.Expiry.After(keyEnd) {
@@ -108,6 +127,13 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 	}
 	tok, err := s.cfg.Signer.Sign(c)
 	if err != nil {
+		return nil, err
+	}
+	// The token leaves only once its issue is in the audit log.
+	entry.Token, entry.Grants = c.ID, dec.Grants
+	entry.Details["expires"] = dec.Expiry.UTC().Format(time.RFC3339)
+	entry.Details["kid"] = s.cfg.Signer.KID()
+	if err := s.record(ctx, entry); err != nil {
 		return nil, err
 	}
 	s.cfg.Logger.Info("token issued", "user", user, "scope", scope.String(), "jti", c.ID, "grants", dec.Grants, "by", p.Actor())

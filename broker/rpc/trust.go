@@ -25,6 +25,18 @@ type Notifier interface {
 	AppliedIndex() uint64
 }
 
+// LeaderContacter is a Replica that can say whether it is in touch with
+// the Raft leader. A broker cut off from the majority stops its trust
+// streams rather than send heartbeats over stale state: its verifiers
+// then see the silence and fail closed after their MaxStale.
+type LeaderContacter interface {
+	LeaderContact(max time.Duration) bool
+}
+
+// MaxLeaderSilence is how long a follower may go without hearing from
+// the leader before its trust streams end.
+const MaxLeaderSilence = 5 * time.Second
+
 // KeyRotator replaces this broker's signing key.
 type KeyRotator interface {
 	// Rotate creates a new key, publishes it, waits until the directory has
@@ -94,6 +106,9 @@ func (s *Server) WatchTrust(r *pb.WatchTrustRequest, stream grpc.ServerStreaming
 		u, err := s.trustState(ctx)
 		if err != nil {
 			return err
+		}
+		if lc, ok := s.cfg.Replica.(LeaderContacter); ok && !lc.LeaderContact(MaxLeaderSilence) {
+			return status.Errorf(codes.Unavailable, "this broker has lost contact with the Raft leader, so revocations may not reach it; connect to another broker")
 		}
 		u.Sent = timestamppb.New(s.cfg.Now())
 		if last == nil || !sameTrust(last, u) {

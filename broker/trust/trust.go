@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,6 +98,12 @@ type Store struct {
 	index   uint64
 	contact time.Time // last message from the broker
 	online  bool      // a Watch stream is open
+	// fromCache: the state came from the cache file. Indexes count only
+	// within one federation, so the first state from the broker replaces
+	// it whatever its index (a cache of a rebuilt federation, or a
+	// foreign one, must not hide the real state).
+	fromCache bool
+	saveMu    sync.Mutex // cache writes, in index order
 
 	refreshMu   sync.Mutex
 	inflight    chan struct{} // closed when the running refresh ends
@@ -138,6 +145,7 @@ func Open(o Options) (*Store, error) {
 		}
 		if st != nil {
 			s.take(st, false)
+			s.fromCache = true
 		}
 	}
 	return s, nil
@@ -179,9 +187,12 @@ func (s *Store) Run(ctx context.Context) {
 // reconnect to a broker that lags behind must not undo a lock).
 func (s *Store) take(st *State, save bool) {
 	s.mu.Lock()
-	if st.Index < s.index {
+	if st.Index < s.index && !(save && s.fromCache) {
 		s.mu.Unlock()
 		return
+	}
+	if save {
+		s.fromCache = false
 	}
 	keys := make(map[string]capability.Key, len(st.Keys))
 	for _, k := range st.Keys {
@@ -194,12 +205,31 @@ func (s *Store) take(st *State, save bool) {
 		return
 	}
 	if save && s.o.CacheFile != "" {
-		if err := writeCache(s.o.CacheFile, s.o.Site, st); err != nil {
-			s.o.Logger.Warn("could not write the trust cache", "file", s.o.CacheFile, "err", err)
-		}
+		s.save()
 	}
+	s.refreshMu.Lock()
+	clear(s.negative)
+	s.refreshMu.Unlock()
 	if s.o.OnChange != nil {
 		s.o.OnChange()
+	}
+}
+
+// save writes the state the Store holds now (not the one just taken,
+// which a concurrent take may have overtaken), so the file never goes
+// back.
+func (s *Store) save() {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.RLock()
+	st := &State{Index: s.index, Locks: slices.Clone(s.locks)}
+	for _, k := range s.keys {
+		st.Keys = append(st.Keys, k)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(st.Keys, func(a, b capability.Key) int { return strings.Compare(a.KID, b.KID) })
+	if err := writeCache(s.o.CacheFile, s.o.Site, st); err != nil {
+		s.o.Logger.Warn("could not write the trust cache", "file", s.o.CacheFile, "err", err)
 	}
 }
 
@@ -466,5 +496,12 @@ func writeCache(path, site string, st *State) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }

@@ -253,6 +253,29 @@ func TestStoreCache(t *testing.T) {
 		t.Fatalf("operate token before any contact: %s, want %s", code(err), CodeBrokerLost)
 	}
 
+	// A cache from another federation (a rebuilt one, or a foreign file)
+	// with a higher index: the broker's first state replaces it.
+	foreign := newFixture(t)
+	foreign.src.st.Index = 50000
+	fcache := filepath.Join(t.TempDir(), "foreign.json")
+	fs := foreign.open(t, fcache)
+	run(t, fs)
+	waitFor(t, "the foreign cache", func() bool { _, err := os.Stat(fcache); return err == nil })
+	f.src.down.Store(false)
+	mixed, err := Open(Options{Site: "rutgers", Source: f.src, CacheFile: fcache, Clock: f.clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, mixed)
+	waitFor(t, "the live state", func() bool { return mixed.Index() == 10 })
+	// Same kid, other key: the broker's key is the one held now.
+	if _, err := mixed.Verify(foreign.token(t, "j9", view), nil); code(err) != capability.CodeSignature {
+		t.Errorf("token of the foreign cache's key: %s, want a signature refusal", code(err))
+	}
+	if _, err := mixed.Verify(f.token(t, "j10", operate), nil); err != nil {
+		t.Errorf("token of the live key refused: %v", err)
+	}
+
 	if _, err := Open(Options{Site: "psc", Source: f.src, CacheFile: cache}); err == nil {
 		t.Error("a cache of rutgers opened for psc")
 	}

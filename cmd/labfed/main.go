@@ -106,6 +106,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			loginCommand(),
 			logoutCommand(),
 			whoamiCommand(),
+			auditCommand(),
+			usageCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors
 		Action:         unknownCommand,

@@ -179,6 +179,17 @@ func (r *Replica) watchLeadership() {
 // after it fires, then call Changed again.
 func (r *Replica) Changed() <-chan struct{} { return r.fsm.changedCh() }
 
+// LeaderContact reports whether this node is in touch with a Raft leader
+// within max: it is the leader, or heard from one that recently. A node
+// cut off from the majority answers false, so what it serves may be stale.
+func (r *Replica) LeaderContact(max time.Duration) bool {
+	if r.raft.State() == raft.Leader {
+		return true
+	}
+	lid, _ := r.raft.LeaderWithID()
+	return lid != "" && time.Since(r.raft.LastContact()) <= max
+}
+
 // AppliedIndex is the index of the last log entry the directory holds.
 func (r *Replica) AppliedIndex() uint64 { return r.fsm.applied.Load() }
 

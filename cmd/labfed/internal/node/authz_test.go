@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labfed/labfed/broker"
 	"github.com/labfed/labfed/broker/client"
@@ -346,6 +347,27 @@ func matrix() []call {
 		{method: "RotateKey", allowed: rutAdm, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(dir(c).RotateKey(ctx, &pb.RotateKeyRequest{}))
 		}},
+		// Everyone reads what concerns them; administrators verify and
+		// report; only agents and brokers append.
+		{method: "Query", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewAuditServiceClient(c).Query(ctx, &pb.AuditQueryRequest{}))
+		}},
+		{method: "Follow", allowed: anyUser, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			stream, err := pb.NewAuditServiceClient(c).Follow(ctx, &pb.AuditQueryRequest{After: 1})
+			if err != nil {
+				return err
+			}
+			return ignore(stream.Recv())
+		}},
+		{method: "Verify", allowed: admins, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewAuditServiceClient(c).Verify(ctx, &pb.VerifyAuditRequest{}))
+		}},
+		{method: "Append", allowed: nil, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewAuditServiceClient(c).Append(ctx, &pb.AppendAuditRequest{Entries: []*pb.AuditEntry{{Actor: "x", Action: "session.open", Decision: "allow", Time: timestamppb.Now()}}}))
+		}},
+		{method: "Usage", allowed: admins, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+			return ignore(pb.NewAuditServiceClient(c).Usage(ctx, &pb.UsageRequest{By: "site"}))
+		}},
 		{method: "GetLoginConfig", allowed: anyone, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(lgn(c).GetLoginConfig(ctx, &pb.GetLoginConfigRequest{}))
 		}},
@@ -415,7 +437,7 @@ func TestRoleMatrix(t *testing.T) {
 		})
 	}
 	// Every method the server registers is in the matrix.
-	for _, fd := range []protoreflect.FileDescriptor{pb.File_labfed_v1_directory_proto, pb.File_labfed_v1_login_proto, pb.File_labfed_v1_discovery_proto, pb.File_labfed_v1_token_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{pb.File_labfed_v1_directory_proto, pb.File_labfed_v1_login_proto, pb.File_labfed_v1_discovery_proto, pb.File_labfed_v1_token_proto, pb.File_labfed_v1_audit_proto} {
 		for i := range fd.Services().Len() {
 			ms := fd.Services().Get(i).Methods()
 			for j := range ms.Len() {

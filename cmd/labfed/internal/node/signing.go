@@ -38,8 +38,12 @@ const signingKeyFile = "signing.key"
 // and the key's fingerprint.
 func loadSigningKey(dataDir, nodeName string) (kid string, priv ed25519.PrivateKey, err error) {
 	path := filepath.Join(dataDir, signingKeyFile)
-	if _, err := os.Stat(path + nextSuffix); err == nil {
-		if err := os.Rename(path+nextSuffix, path); err != nil {
+	if b, err := os.ReadFile(path + nextSuffix); err == nil {
+		// Written whole and synced before any publication, so a damaged
+		// one never reached the directory: drop it.
+		if seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b))); err != nil || len(seed) != ed25519.SeedSize {
+			os.Remove(path + nextSuffix)
+		} else if err := os.Rename(path+nextSuffix, path); err != nil {
 			return "", nil, fmt.Errorf("take up the rotated signing key: %w", err)
 		}
 	}
@@ -74,7 +78,10 @@ func newSigningKey(path, nodeName string) (string, ed25519.PrivateKey, error) {
 	if _, err := rand.Read(seed); err != nil {
 		return "", nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// Written aside, synced, then renamed: a crash leaves the old file or
+	// the whole new one, never a torn key.
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return "", nil, fmt.Errorf("write signing key: %w", err)
 	}
@@ -85,11 +92,23 @@ func newSigningKey(path, nodeName string) (string, ed25519.PrivateKey, error) {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
 	if err != nil {
+		os.Remove(tmp)
 		return "", nil, fmt.Errorf("write signing key: %w", err)
 	}
+	syncDir(filepath.Dir(path))
 	priv := ed25519.NewKeyFromSeed(seed)
 	return keyID(nodeName, priv), priv, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
 }
 
 func keyID(nodeName string, priv ed25519.PrivateKey) string {
@@ -146,10 +165,7 @@ func (k *signingKeys) Rotate(ctx context.Context) (string, *directory.SigningKey
 	if err := os.Rename(next, k.path); err != nil {
 		return "", nil, fmt.Errorf("switch to the new signing key: %w", err)
 	}
-	if d, err := os.Open(filepath.Dir(k.path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	syncDir(filepath.Dir(k.path))
 	k.cur.Store(capability.NewSigner(kid, k.node, priv))
 	return old, key, nil
 }
