@@ -1,0 +1,105 @@
+package rpc
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/audit"
+	"github.com/labfed/labfed/broker/capability"
+	"github.com/labfed/labfed/broker/directory"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+	"github.com/labfed/labfed/storage/boltstate"
+)
+
+// failingAudit is a replica whose audit log cannot be written: every
+// AppendAudit fails, as when the log's store or quorum is gone.
+type failingAudit struct{ localReplica }
+
+func (r failingAudit) Apply(ctx context.Context, c *directory.Command) (any, error) {
+	if c.AppendAudit != nil {
+		return nil, errors.New("audit store: input/output error")
+	}
+	return r.localReplica.Apply(ctx, c)
+}
+
+func issueFixture(t *testing.T) (*directory.Directory, *capability.Signer, *directory.User) {
+	t.Helper()
+	st, err := boltstate.Create(filepath.Join(t.TempDir(), "state.db"), directory.Buckets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d := directory.New(st)
+	now := time.Now().UTC()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	rng := broker.Range{Lo: 200000, Hi: 209999}
+	for _, c := range []*directory.Command{
+		{AddSite: &directory.AddSite{Name: "rutgers", UIDRange: rng, GIDRange: rng}},
+		{AddUser: &directory.AddUser{Name: "alice", Email: "alice@rutgers.edu", Home: "rutgers"}},
+		{RegisterNode: &directory.RegisterNode{Node: directory.Node{ID: "rutgers-1", Site: "rutgers", RaftAddr: "127.0.0.1:7001", APIAddr: "127.0.0.1:7000"}}},
+		{PublishKey: &directory.PublishKey{KID: "rutgers-1-aa", Issuer: "rutgers-1", Public: pub}},
+		{AddGrant: &directory.AddGrant{Subject: "user:alice", Resource: "rutgers/krios-g4", Actions: []string{broker.ActionInstrumentOperate}, From: now.Add(-time.Hour)}},
+	} {
+		c.Time, c.Actor = now, "coord"
+		if res := d.Apply(c); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	alice, err := d.User("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, capability.NewSigner("rutgers-1-aa", "rutgers-1", priv), alice
+}
+
+// TestIssueFailsClosed: when its audit entry cannot be written, a token is
+// not issued, and nothing else changes.
+func TestIssueFailsClosed(t *testing.T) {
+	d, signer, alice := issueFixture(t)
+	ctx := withPrincipal(context.Background(), &Principal{Method: "session", User: alice})
+	req := &pb.IssueTokenRequest{Scope: "instrument.operate:rutgers/krios-g4"}
+
+	before, _ := d.Hash()
+	seq, _, _ := d.AuditHead()
+	s := NewServer(Config{Replica: failingAudit{localReplica{d}}, Signer: signer})
+	resp, err := s.Issue(ctx, req)
+	if err == nil || resp != nil || status.Code(err) != codes.Unavailable {
+		t.Fatalf("Issue with the audit log down = %v, %v; want Unavailable and no token", resp, err)
+	}
+	t.Logf("refusal: %v", err)
+	after, _ := d.Hash()
+	if seq2, _, _ := d.AuditHead(); before != after || seq2 != seq {
+		t.Errorf("a refused issue changed the directory (hash %v, audit %d → %d)", before != after, seq, seq2)
+	}
+
+	// With the log working: issued, and recorded with its jti and grant.
+	s = NewServer(Config{Replica: localReplica{d}, Signer: signer})
+	resp, err = s.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := d.AuditEntries(directory.AuditQuery{Filter: audit.Filter{Action: audit.ActionTokenIssue}})
+	if err != nil || len(es) != 1 {
+		t.Fatalf("token.issue entries %v, %v", es, err)
+	}
+	if e := es[0]; e.Token != resp.GetJti() || e.Subject != "alice" || e.Decision != audit.Allow || len(e.Grants) != 1 || e.Resource != "rutgers/krios-g4" {
+		t.Errorf("entry %+v", e)
+	}
+	// A refusal is recorded with its reason.
+	if _, err := s.Issue(ctx, &pb.IssueTokenRequest{Scope: "instrument.operate:rutgers/aquilos"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("issue without a grant = %v", err)
+	}
+	es, _ = d.AuditEntries(directory.AuditQuery{Filter: audit.Filter{Action: audit.ActionTokenIssue, Decision: audit.Deny}})
+	if len(es) != 1 || es[0].Reason != "no grant for instrument.operate on rutgers/aquilos" {
+		t.Errorf("refusal entries %+v", es)
+	}
+}

@@ -1,0 +1,97 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/labfed/labfed/broker/audit"
+	"github.com/labfed/labfed/broker/client"
+	"github.com/labfed/labfed/broker/pki"
+	pb "github.com/labfed/labfed/proto/labfed/v1"
+	"github.com/labfed/labfed/storage/auditqueue"
+)
+
+// TestAgentEntriesSurviveLostBroker: an agent records a session's entries
+// while its broker is down; they wait in its bbolt queue and reach the
+// log after the broker returns, in order, exactly once, chained after the
+// directory's own entries.
+func TestAgentEntriesSurviveLostBroker(t *testing.T) {
+	f := newTrustFixture(t)
+	cl, err := client.Dial(f.rut2.Addr(), client.Options{TLS: clientTLS(t, f.fed.issue(t, pki.Identity{Site: "rutgers", Kind: pki.KindAgent, Name: "agent-1"})), RetryFor: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	q, err := auditqueue.Open(filepath.Join(t.TempDir(), "audit-queue.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	ship := audit.NewShipper("rutgers/agent/agent-1", q, cl.AuditSink(), audit.ShipperOptions{MaxBackoff: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ship.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	session := func(i int, action string) audit.Entry {
+		e := audit.Entry{Time: time.Now().UTC(), Actor: "rita", ActorSite: "rutgers", Action: action, Resource: "rutgers/krios-g4", Site: "rutgers", Decision: audit.Allow,
+			Details: map[string]string{"session": fmt.Sprint("s-", i)}}
+		if action == audit.ActionSessionClose {
+			e.Details[audit.DetailSeconds] = "1800"
+		}
+		return e
+	}
+	if err := ship.Record(session(0, audit.ActionSessionOpen)); err != nil {
+		t.Fatal(err)
+	}
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := ship.Flush(fctx); err != nil {
+		t.Fatalf("flush while the broker is up: %v", err)
+	}
+
+	// The broker goes away in the middle of the session.
+	f.rut2.Close()
+	want := []string{"session.open s-0"}
+	for i := 1; i <= 5; i++ {
+		for _, a := range []string{audit.ActionSessionClose, audit.ActionSessionOpen} {
+			if err := ship.Record(session(i, a)); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, fmt.Sprintf("%s s-%d", a, i))
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // deliveries fail meanwhile
+	if n, err := q.Len(); err != nil || n != 10 {
+		t.Fatalf("%d entries queued while the broker is down (%v), want 10", n, err)
+	}
+	startTLS(t, Options{Config: f.rut2Cfg})
+	fctx2, fcancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer fcancel2()
+	if err := ship.Flush(fctx2); err != nil {
+		t.Fatalf("flush after the broker returned: %v", err)
+	}
+
+	coord := pb.NewAuditServiceClient(f.sessionConn(t, f.session(t, "alice", false)))
+	resp, err := coord.Query(callCtx(t), &pb.AuditQueryRequest{Resource: "rutgers/krios-g4", Oldest: true, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range resp.GetEntries() {
+		if e.GetSource() == "rutgers/agent/agent-1" {
+			got = append(got, e.GetAction()+" "+e.GetDetails()["session"])
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("agent entries in the log:\n%v\nwant\n%v", got, want)
+	}
+	v, err := pb.NewAuditServiceClient(f.sessionConn(t, f.session(t, "alice", false))).Verify(callCtx(t), &pb.VerifyAuditRequest{})
+	if err != nil || !v.GetIntact() {
+		t.Fatalf("verify = %v, %v", v, err)
+	}
+	t.Logf("%d agent entries delivered in order after the broker returned; chain of %d entries intact", len(got), v.GetChecked())
+}
