@@ -147,7 +147,8 @@ func (s *Server) Query(ctx context.Context, r *pb.AuditQueryRequest) (*pb.AuditQ
 	// oldest first.
 	q.Newest = r.GetAfter() == 0 && !r.GetOldest()
 	var es []*audit.Entry
-	err := s.local(ctx, func(d *directory.Directory) (err error) {
+	// Linearizable: what a caller just did is in the answer.
+	err := s.cfg.Replica.Read(ctx, false, func(d *directory.Directory) (err error) {
 		es, err = d.AuditEntries(q)
 		return err
 	})
@@ -281,7 +282,7 @@ func (s *Server) Usage(ctx context.Context, r *pb.UsageRequest) (*pb.UsageRespon
 		f.Until = r.GetUntil().AsTime()
 	}
 	var rows []audit.UsageRow
-	err := s.local(ctx, func(d *directory.Directory) error {
+	err := s.cfg.Replica.Read(ctx, false, func(d *directory.Directory) error {
 		es, err := d.AuditEntries(directory.AuditQuery{Filter: f, Keep: auditVisible(caller(ctx))})
 		if err != nil {
 			return err

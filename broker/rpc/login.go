@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labfed/labfed/broker"
+	"github.com/labfed/labfed/broker/audit"
 	"github.com/labfed/labfed/broker/directory"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
@@ -84,13 +86,17 @@ func (s *Server) Login(ctx context.Context, r *pb.LoginRequest) (*pb.LoginRespon
 			lid, api := s.cfg.Replica.Leader()
 			return nil, &broker.NotLeaderError{LeaderID: lid, LeaderAPI: api}
 		}
-		return nil, status.Error(codes.PermissionDenied, "not registered in the federation; ask your site administrator")
+		const refusal = "not registered in the federation; ask your site administrator"
+		s.recordLoginRefusal(ctx, audit.Entry{Actor: "oidc:" + id.Issuer + "#" + id.Subject, Reason: refusal})
+		return nil, status.Error(codes.PermissionDenied, refusal)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if u.Status != directory.StatusActive {
-		return nil, status.Errorf(codes.PermissionDenied, "user %s is %s; ask your site administrator", u.Name, u.Status)
+		refusal := fmt.Sprintf("user %s is %s; ask your site administrator", u.Name, u.Status)
+		s.recordLoginRefusal(ctx, audit.Entry{Actor: u.Name, ActorSite: u.Home, Subject: u.Name, Reason: refusal})
+		return nil, status.Error(codes.PermissionDenied, refusal)
 	}
 	secret, err := NewSessionToken()
 	if err != nil {
@@ -117,6 +123,15 @@ func (s *Server) Login(ctx context.Context, r *pb.LoginRequest) (*pb.LoginRespon
 	sess := v.(*directory.Session)
 	s.cfg.Logger.Info("login", "user", u.Name, "issuer", id.Issuer, "session", sess.Short())
 	return &pb.LoginResponse{Token: secret, User: u.Name, Expires: timestamppb.New(sess.Expires), Session: sess.Short()}, nil
+}
+
+// recordLoginRefusal audits a login refused after its ID token verified.
+// The login is refused either way; a failure to record is logged.
+func (s *Server) recordLoginRefusal(ctx context.Context, e audit.Entry) {
+	e.Action, e.Decision, e.Site = audit.ActionLogin, audit.Deny, s.cfg.Login.Site
+	if err := s.record(ctx, e); err != nil {
+		s.cfg.Logger.Warn("could not audit a refused login", "actor", e.Actor, "err", err)
+	}
 }
 
 // loginDigest identifies an ID token by what its issuer signed, the

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -580,6 +582,11 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 	var aliceToken *pb.IssueTokenResponse // issued, then revoked
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
+	// Where the log stood before the scenario: its steps' entries follow.
+	startSeq, err := auditHead(ctx, clients[0])
+	if err != nil {
+		return err
+	}
 	steps := []struct {
 		what string
 		fn   func() (string, error)
@@ -969,6 +976,20 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 			}
 			return fmt.Sprintf("%s available on all %d nodes %s after the catch-up", site, len(clients), time.Since(start).Round(time.Millisecond)), nil
 		}},
+		{"every decision above is in the audit log, chained, the same on every node", func() (string, error) {
+			return checkScenarioAudit(ctx, clients, startSeq)
+		}},
+		{"a coordinator reports usage by site", func() (string, error) {
+			r, err := pb.NewAuditServiceClient(clients[0].Conn()).Usage(ctx, &pb.UsageRequest{By: "site"})
+			if err != nil {
+				return "", err
+			}
+			var parts []string
+			for _, row := range r.GetRows() {
+				parts = append(parts, fmt.Sprintf("%s: %d tokens, %d sessions, %.1f instrument h, %.1f GPU h", row.GetKey(), row.GetTokens(), row.GetSessions(), row.GetInstrumentHours(), row.GetGpuHours()))
+			}
+			return strings.Join(parts, "; "), nil
+		}},
 	}
 	if !f.insecure {
 		steps = append([]struct {
@@ -999,6 +1020,88 @@ func runScenario(ctx context.Context, w io.Writer, f *federation) error {
 	}
 	fmt.Fprintln(w, "scenario passed")
 	return nil
+}
+
+// auditHead is the last sequence number of the audit log.
+func auditHead(ctx context.Context, cl *client.Client) (uint64, error) {
+	r, err := pb.NewAuditServiceClient(cl.Conn()).Verify(ctx, &pb.VerifyAuditRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return r.GetHeadSeq(), nil
+}
+
+// scenarioAudit is what the scenario's steps must leave in the audit
+// log: entries per action and decision.
+var scenarioAudit = map[string]int{
+	"user.add:allow": 2, "grant.add:allow": 1, "grant.add:deny": 1, "account.pin:deny": 1,
+	"login:allow": 2, "login:deny": 1, "logout:allow": 1, "access.refused:deny": 1,
+	"token.issue:allow": 3, "token.issue:deny": 1, "token.revoke:allow": 1, "key.publish:allow": 1,
+}
+
+// checkEntryFields checks what connects an entry to its decision.
+func checkEntryFields(e *pb.AuditEntry) error {
+	switch {
+	case e.GetActor() == "" || e.GetHash() == "" || e.GetPrevHash() == "":
+		return fmt.Errorf("entry %d has no actor or hash", e.GetSeq())
+	case e.GetAction() == "token.issue" && (e.GetSite() == "" || e.GetResource() == "" || e.GetSubject() == ""):
+		return fmt.Errorf("token entry %d does not name its site, resource and user", e.GetSeq())
+	case e.GetAction() == "token.issue" && e.GetDecision() == "allow" && (e.GetToken() == "" || len(e.GetGrants()) == 0):
+		return fmt.Errorf("issued-token entry %d does not name its jti and grants", e.GetSeq())
+	case e.GetAction() == "token.issue" && e.GetDecision() == "deny" && e.GetReason() == "":
+		return fmt.Errorf("refused-token entry %d has no reason", e.GetSeq())
+	case e.GetAction() == "login" && e.GetDecision() == "deny" && !strings.HasPrefix(e.GetActor(), "oidc:"):
+		return fmt.Errorf("refused-login entry %d does not name the identity", e.GetSeq())
+	}
+	return nil
+}
+
+// checkScenarioAudit reads the entries written since startSeq and checks
+// them against scenarioAudit, then has every node verify its chain.
+func checkScenarioAudit(ctx context.Context, clients []*client.Client, startSeq uint64) (string, error) {
+	ac := pb.NewAuditServiceClient(clients[0].Conn())
+	r, err := ac.Query(ctx, &pb.AuditQueryRequest{After: startSeq, Limit: 10000})
+	if err != nil {
+		return "", err
+	}
+	got := map[string]int{}
+	for _, e := range r.GetEntries() {
+		got[e.GetAction()+":"+e.GetDecision()]++
+		if err := checkEntryFields(e); err != nil {
+			return "", err
+		}
+	}
+	if !maps.Equal(got, scenarioAudit) {
+		return "", fmt.Errorf("entries per action %v, want %v", got, scenarioAudit)
+	}
+	keys := slices.Sorted(maps.Keys(got))
+	var counts []string
+	for _, k := range keys {
+		counts = append(counts, fmt.Sprintf("%s=%d", k, got[k]))
+	}
+	var heads []string
+	for _, cl := range clients {
+		for {
+			v, err := pb.NewAuditServiceClient(cl.Conn()).Verify(ctx, &pb.VerifyAuditRequest{})
+			if err != nil {
+				return "", err
+			}
+			if !v.GetIntact() {
+				return "", fmt.Errorf("chain broken at entry %d: %s", v.GetBadSeq(), v.GetReason())
+			}
+			if len(heads) == 0 || v.GetHeadHash() == heads[0] || ctx.Err() != nil {
+				heads = append(heads, v.GetHeadHash())
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // a follower still applying
+		}
+	}
+	for _, h := range heads {
+		if h != heads[0] {
+			return "", fmt.Errorf("audit heads differ between nodes: %v", heads)
+		}
+	}
+	return fmt.Sprintf("%d entries: %s; chain intact on all %d nodes, head %s", len(r.GetEntries()), strings.Join(counts, " "), len(clients), heads[0][:12]), nil
 }
 
 // demoLogin logs a sample person in through the broker at addr, acting as

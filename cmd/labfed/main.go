@@ -131,6 +131,10 @@ func setUnknown(cmds []*cli.Command) {
 		if len(cmd.Subcommands) == 0 {
 			continue
 		}
+		setUnknown(cmd.Subcommands)
+		if cmd.Action != nil {
+			continue // a command of its own, like audit, with subcommands beside it
+		}
 		name := cmd.Name
 		cmd.Action = func(c *cli.Context) error {
 			if c.Args().Len() == 0 {
@@ -138,7 +142,6 @@ func setUnknown(cmds []*cli.Command) {
 			}
 			return fmt.Errorf("unknown command %q for labfed %s; see labfed %s --help", c.Args().First(), name, name)
 		}
-		setUnknown(cmd.Subcommands)
 	}
 }
 
