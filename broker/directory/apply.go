@@ -44,6 +44,8 @@ func (a *applier) apply(c *Command) (any, error) {
 	switch {
 	case c.AppendAudit != nil:
 		return a.appendAudit(c.AppendAudit)
+	case c.ArchiveAudit != nil:
+		return a.archiveAudit(c.ArchiveAudit)
 	case c.AddSite != nil:
 		return a.addSite(c.AddSite)
 	case c.UpdateSite != nil:

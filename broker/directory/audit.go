@@ -23,7 +23,86 @@ const (
 	bAuditByTime     = "audit_by_time"     // time ns\x00seq → nil
 	bAuditSources    = "audit_sources"     // source → last source_seq recorded
 	metaAuditHead    = "audit_head"
+	metaAuditCheck   = "audit_checkpoint"
 )
+
+// MaxArchive bounds how many entries one ArchiveAudit removes, so one
+// command stays one modest transaction.
+const MaxArchive = 100000
+
+// ArchiveAudit removes the oldest entries, through Through, once they are
+// safely archived elsewhere. Hash must be entry Through's hash: it is the
+// checkpoint the rest of the chain is verified from, and it makes sure
+// the archive and the log agree on what was removed.
+type ArchiveAudit struct {
+	Through uint64 `json:"through"`
+	Hash    string `json:"hash"`
+}
+
+// AuditCheckpoint is the last archived entry: the log holds the entries
+// after it, and VerifyAudit starts from its hash.
+type AuditCheckpoint struct {
+	Seq  uint64    `json:"seq"`
+	Hash string    `json:"hash"`
+	Time time.Time `json:"time"`
+}
+
+func readCheckpoint(tx Tx) (AuditCheckpoint, error) {
+	var c AuditCheckpoint
+	if b := tx.Get(bMeta, metaAuditCheck); b != nil {
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("directory: corrupt audit checkpoint: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func (a *applier) archiveAudit(c *ArchiveAudit) (any, error) {
+	cp, err := readCheckpoint(a.tx)
+	if err != nil {
+		return nil, err
+	}
+	head, err := readHead(a.tx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.Through <= cp.Seq:
+		return nil, broker.Errorf(broker.ErrInvalid, "entries through %d are already archived (checkpoint %d)", c.Through, cp.Seq)
+	case c.Through > head.Seq:
+		return nil, broker.Errorf(broker.ErrInvalid, "entry %d does not exist yet (the log ends at %d)", c.Through, head.Seq)
+	case c.Through-cp.Seq > MaxArchive:
+		return nil, broker.Errorf(broker.ErrInvalid, "archive at most %d entries at a time (through %d)", MaxArchive, cp.Seq+MaxArchive)
+	}
+	var last audit.Entry
+	for seq := cp.Seq + 1; seq <= c.Through; seq++ {
+		k := seqKey(seq)
+		var e audit.Entry
+		if err := json.Unmarshal(a.tx.Get(bAudit, k), &e); err != nil {
+			return nil, fmt.Errorf("directory: corrupt audit entry %d: %w", seq, err)
+		}
+		for _, ix := range indexKeys(&e) {
+			if err := a.tx.Delete(ix[0], k2(ix[1], k)); err != nil {
+				return nil, err
+			}
+		}
+		if err := a.tx.Delete(bAudit, k); err != nil {
+			return nil, err
+		}
+		last = e
+	}
+	if last.Hash != c.Hash {
+		return nil, broker.Errorf(broker.ErrPrecondition, "entry %d hashes to %s, not %s: the archive does not match the log; export again", c.Through, short(last.Hash), short(c.Hash))
+	}
+	ncp := &AuditCheckpoint{Seq: c.Through, Hash: c.Hash, Time: last.Time}
+	return ncp, putJSON(a.tx, bMeta, metaAuditCheck, ncp)
+}
+
+// AuditCheckpoint returns the last archived entry (zero when none was).
+func (d *Directory) AuditCheckpoint() (c AuditCheckpoint, err error) {
+	err = d.store.View(func(tx Tx) (err error) { c, err = readCheckpoint(tx); return err })
+	return c, err
+}
 
 func auditBuckets() []string {
 	return []string{bAudit, bAuditByUser, bAuditBySite, bAuditByResource, bAuditByTime, bAuditSources}
@@ -243,6 +322,9 @@ func commandEntry(tx Tx, c *Command, v any, err error) audit.Entry {
 		if l, ok := v.(*Lock); ok && l != nil {
 			e.Details["lock"] = l.ID
 		}
+	case c.ArchiveAudit != nil:
+		e.Action = "audit.archive"
+		e.Details = map[string]string{"through": fmt.Sprint(c.ArchiveAudit.Through), "hash": c.ArchiveAudit.Hash}
 	default:
 		e.Action = "directory.unknown"
 	}
@@ -419,8 +501,11 @@ func (d *Directory) VerifyAudit() (bad uint64, why error, checked uint64, err er
 		if err != nil {
 			return err
 		}
-		var prevSeq uint64
-		var prevHash string
+		cp, err := readCheckpoint(tx)
+		if err != nil {
+			return err
+		}
+		prevSeq, prevHash := cp.Seq, cp.Hash
 		ferr := tx.ForEach(bAudit, "", func(k string, b []byte) error {
 			var e audit.Entry
 			if err := json.Unmarshal(b, &e); err != nil {

@@ -201,3 +201,33 @@ func tamper(t *testing.T, path string, fn func(*bolt.Bucket)) {
 		t.Fatal(err)
 	}
 }
+
+// TestArchiveAudit: archiving removes the oldest entries and their index
+// keys, records the checkpoint, and the rest still verifies from it; a
+// hash that does not match the log is refused and changes nothing.
+func TestArchiveAudit(t *testing.T) {
+	d := fixture(t) // entries 1..6
+	all := entries(t, d, directory.AuditQuery{})
+	if res := d.Apply(&directory.Command{Time: t0, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{Through: 4, Hash: all[2].Hash}}); res.Err == nil {
+		t.Fatal("an archive naming the wrong hash was applied")
+	}
+	must(t, d, &directory.Command{Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{Through: 4, Hash: all[3].Hash}})
+	cp, err := d.AuditCheckpoint()
+	if err != nil || cp.Seq != 4 || cp.Hash != all[3].Hash {
+		t.Fatalf("checkpoint %+v, %v", cp, err)
+	}
+	rest := entries(t, d, directory.AuditQuery{})
+	// 5, 6, the refused archive (7) and the archive itself (8).
+	if got := actions(rest); got != "5:project.add:allow 6:project.add_member:allow 7:audit.archive:deny 8:audit.archive:allow" {
+		t.Fatalf("after archiving: %s", got)
+	}
+	if es := entries(t, d, directory.AuditQuery{Filter: audit.Filter{User: "alice"}}); len(es) != 1 || es[0].Seq != 6 {
+		t.Errorf("index still names archived entries: %s", actions(es))
+	}
+	if bad, why, n, err := d.VerifyAudit(); err != nil || why != nil || n != 4 {
+		t.Errorf("VerifyAudit after archiving = %d %v %d %v", bad, why, n, err)
+	}
+	if res := d.Apply(&directory.Command{Time: t0, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{Through: 3, Hash: all[2].Hash}}); res.Err == nil {
+		t.Error("archiving entries already archived was applied")
+	}
+}

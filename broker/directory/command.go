@@ -37,6 +37,7 @@ type Command struct {
 	RevokeKey      *RevokeKey      `json:"revoke_key,omitempty"`
 	AddLock        *AddLock        `json:"add_lock,omitempty"`
 	AppendAudit    *AppendAudit    `json:"append_audit,omitempty"`
+	ArchiveAudit   *ArchiveAudit   `json:"archive_audit,omitempty"`
 }
 
 // AddSite registers a site and its id ranges.

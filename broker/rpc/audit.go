@@ -237,12 +237,25 @@ func (s *Server) Verify(ctx context.Context, _ *pb.VerifyAuditRequest) (*pb.Veri
 			resp.Reason = why.Error()
 		}
 		resp.HeadSeq, resp.HeadHash, err = d.AuditHead()
+		if err != nil {
+			return err
+		}
+		cp, err := d.AuditCheckpoint()
+		resp.CheckpointSeq, resp.CheckpointHash = cp.Seq, cp.Hash
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+func (s *Server) Archive(ctx context.Context, r *pb.ArchiveAuditRequest) (*pb.ArchiveAuditResponse, error) {
+	cp, err := applyAs[directory.AuditCheckpoint](s, ctx, &directory.Command{ArchiveAudit: &directory.ArchiveAudit{Through: r.GetThrough(), Hash: r.GetHash()}})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ArchiveAuditResponse{CheckpointSeq: cp.Seq, CheckpointHash: cp.Hash}, nil
 }
 
 // Append records a site agent's (or broker's) entries. The source is the

@@ -169,7 +169,8 @@ var policy = map[string]rule{
 		}
 		return nil
 	}},
-	pb.AuditService_Usage_FullMethodName: {check: anyAdmin("report usage")},
+	pb.AuditService_Usage_FullMethodName:   {check: anyAdmin("report usage")},
+	pb.AuditService_Archive_FullMethodName: {write: true, check: coordinatorOnly("archive the audit log")},
 
 	pb.LoginService_GetLoginConfig_FullMethodName: {public: true},
 	pb.LoginService_Login_FullMethodName:          {public: true},

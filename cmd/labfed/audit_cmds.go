@@ -12,10 +12,12 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labfed/labfed/broker/audit"
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/rpc"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 	"github.com/labfed/labfed/storage/boltstate"
 )
@@ -139,13 +141,20 @@ func auditCommand() *cli.Command {
 				Usage: "recompute the audit log's hash chain; exit 0 only when it is intact, else name the first bad entry",
 				Description: "Asks the broker at --addr to check its copy of the log, or with --state checks a stopped\n" +
 					"broker's state file (DATA_DIR/state.db) directly, without any broker.",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "state", Usage: "check this bbolt `FILE` offline"}, jsonFlag()},
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "state", Usage: "check this bbolt `FILE` offline"},
+					&cli.StringFlag{Name: "archive", Usage: "check an archive `FILE` written by labfed audit archive"},
+					jsonFlag(),
+				},
 				Action: func(c *cli.Context) error {
 					if c.Args().Len() > 0 {
 						return fmt.Errorf("unexpected argument %q; see %s --help", c.Args().First(), c.Command.HelpName)
 					}
 					var resp *pb.VerifyAuditResponse
 					var err error
+					if path := c.String("archive"); path != "" {
+						return verifyArchiveFile(c, path)
+					}
 					if path := c.String("state"); path != "" {
 						resp, err = verifyStateFile(path)
 					} else {
@@ -158,7 +167,7 @@ func auditCommand() *cli.Command {
 						return err
 					}
 					if c.Bool("json") {
-						if err := printJSON(c.App.Writer, map[string]any{"intact": resp.GetIntact(), "checked": resp.GetChecked(), "bad_seq": resp.GetBadSeq(), "reason": resp.GetReason(), "head_seq": resp.GetHeadSeq(), "head_hash": resp.GetHeadHash()}); err != nil {
+						if err := printJSON(c.App.Writer, map[string]any{"intact": resp.GetIntact(), "checked": resp.GetChecked(), "bad_seq": resp.GetBadSeq(), "reason": resp.GetReason(), "head_seq": resp.GetHeadSeq(), "head_hash": resp.GetHeadHash(), "checkpoint_seq": resp.GetCheckpointSeq(), "checkpoint_hash": resp.GetCheckpointHash()}); err != nil {
 							return err
 						}
 					}
@@ -166,10 +175,41 @@ func auditCommand() *cli.Command {
 						return fmt.Errorf("audit chain broken at entry %d: %s", resp.GetBadSeq(), resp.GetReason())
 					}
 					if !c.Bool("json") {
-						fmt.Fprintf(c.App.Writer, "intact: %d entries, head %d %s\n", resp.GetChecked(), resp.GetHeadSeq(), resp.GetHeadHash())
+						from := "the first entry"
+						if resp.GetCheckpointSeq() > 0 {
+							from = fmt.Sprintf("checkpoint %d %s", resp.GetCheckpointSeq(), resp.GetCheckpointHash())
+						}
+						fmt.Fprintf(c.App.Writer, "intact: %d entries from %s to head %d %s\n", resp.GetChecked(), from, resp.GetHeadSeq(), resp.GetHeadHash())
 					}
 					return nil
 				},
+			},
+			{
+				Name:  "archive",
+				Usage: "move entries older than --before into --out (JSON lines) and out of the log, which keeps a checkpoint (coordinators)",
+				Description: "Writes the entries to FILE (mode 0600, synced) first, then asks the leader to remove\n" +
+					"them; the log keeps the last one's hash and is verified from it. labfed audit verify\n" +
+					"--archive FILE checks the file on its own.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "before", Required: true, Usage: "archive entries older than `TIME` (RFC 3339)"},
+					&cli.StringFlag{Name: "out", Required: true, Usage: "the archive `FILE` to create"},
+				},
+				Action: withClient(func(c *cli.Context, cl *client.Client, ctx context.Context) error {
+					before, err := parseTime("before", c.String("before"))
+					if err != nil {
+						return err
+					}
+					n, cp, err := archiveAudit(ctx, pb.NewAuditServiceClient(cl.Conn()), before, c.String("out"))
+					if err != nil {
+						return err
+					}
+					if n == 0 {
+						_, err = fmt.Fprintf(c.App.Writer, "nothing older than %s to archive\n", c.String("before"))
+						return err
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "%d entries archived to %s; the log now starts after entry %d (%s)\n", n, c.String("out"), cp.GetCheckpointSeq(), cp.GetCheckpointHash())
+					return err
+				}),
 			},
 			{
 				Name:  "export",
@@ -250,6 +290,84 @@ func followAudit(c *cli.Context, ac pb.AuditServiceClient, req *pb.AuditQueryReq
 	}
 }
 
+// archiveAudit exports the entries before a time into a new file, then has
+// the log drop them, MaxArchive at a time.
+func archiveAudit(ctx context.Context, ac pb.AuditServiceClient, before *timestamppb.Timestamp, path string) (int, *pb.ArchiveAuditResponse, error) {
+	var entries []*audit.Entry
+	req := &pb.AuditQueryRequest{Until: before, Oldest: true, Limit: 1000}
+	for {
+		resp, err := ac.Query(ctx, req)
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, pe := range resp.GetEntries() {
+			e := rpc.EntryFromPB(pe)
+			if len(entries) > 0 && e.Seq != entries[len(entries)-1].Seq+1 {
+				// Entries are archived in sequence order; stop at the first
+				// gap in time order (a later entry with an earlier time).
+				return finishArchive(ctx, ac, entries, path)
+			}
+			entries = append(entries, &e)
+			req.After = e.Seq
+		}
+		if len(resp.GetEntries()) < int(req.Limit) {
+			return finishArchive(ctx, ac, entries, path)
+		}
+	}
+}
+
+func finishArchive(ctx context.Context, ac pb.AuditServiceClient, entries []*audit.Entry, path string) (int, *pb.ArchiveAuditResponse, error) {
+	if len(entries) == 0 {
+		return 0, nil, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%v; choose a new archive file", err)
+	}
+	err = audit.WriteArchive(f, entries)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("write the archive: %w (nothing was removed from the log)", err)
+	}
+	var resp *pb.ArchiveAuditResponse
+	for i := 0; i < len(entries); i += directory.MaxArchive {
+		last := entries[min(i+directory.MaxArchive, len(entries))-1]
+		if resp, err = ac.Archive(ctx, &pb.ArchiveAuditRequest{Through: last.Seq, Hash: last.Hash}); err != nil {
+			return 0, nil, fmt.Errorf("the archive %s is written, but removing the entries through %d failed: %w", path, last.Seq, err)
+		}
+	}
+	return len(entries), resp, nil
+}
+
+func verifyArchiveFile(c *cli.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	s, err := audit.VerifyArchive(f)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, map[string]any{"intact": s.FirstBad == 0, "first": s.First, "last": s.Last, "entries": s.Entries, "prev_hash": s.PrevHash, "hash": s.Hash, "bad_seq": s.FirstBad, "reason": s.Reason}); err != nil {
+			return err
+		}
+	}
+	if s.FirstBad != 0 {
+		return fmt.Errorf("archive chain broken at entry %d: %s", s.FirstBad, s.Reason)
+	}
+	if !c.Bool("json") {
+		fmt.Fprintf(c.App.Writer, "intact: entries %d-%d; the log's checkpoint must be %s\n", s.First, s.Last, s.Hash)
+	}
+	return nil
+}
+
 // verifyStateFile checks the chain in a broker's state file.
 func verifyStateFile(path string) (*pb.VerifyAuditResponse, error) {
 	st, err := boltstate.OpenReadOnly(path)
@@ -266,7 +384,11 @@ func verifyStateFile(path string) (*pb.VerifyAuditResponse, error) {
 	if why != nil {
 		resp.Reason = why.Error()
 	}
-	resp.HeadSeq, resp.HeadHash, err = d.AuditHead()
+	if resp.HeadSeq, resp.HeadHash, err = d.AuditHead(); err != nil {
+		return nil, err
+	}
+	cp, err := d.AuditCheckpoint()
+	resp.CheckpointSeq, resp.CheckpointHash = cp.Seq, cp.Hash
 	return resp, err
 }
 

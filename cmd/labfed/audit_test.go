@@ -152,39 +152,92 @@ func TestAuditCommands(t *testing.T) {
 			t.Errorf("audit verify on node %d = %q, %v", i, out, err)
 		}
 	}
+	// Archive everything before now: the file verifies on its own, ends at
+	// the log's checkpoint, and the log verifies from there.
+	arch := filepath.Join(t.TempDir(), "audit-archive.jsonl")
+	time.Sleep(1100 * time.Millisecond) // --before is in whole seconds
+	cut := time.Now().UTC().Format(time.RFC3339)
+	if out, err := cli("audit", "archive", "--before", cut, "--out", arch); err != nil || !strings.Contains(out, "entries archived") {
+		t.Fatalf("audit archive = %q, %v", out, errorLine(err))
+	}
+	out, err = cli("audit", "verify", "--archive", arch, "--json")
+	var av map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &av) != nil || av["intact"] != true || av["first"] != float64(1) {
+		t.Fatalf("audit verify --archive = %s, %v", out, err)
+	}
+	// verify reads the contacted node's own copy: let it apply the archive.
+	var lv map[string]any
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		out, err = cli("audit", "verify", "--json")
+		if err != nil || json.Unmarshal([]byte(out), &lv) != nil || lv["checkpoint_seq"] != float64(0) {
+			break
+		}
+	}
+	if err != nil || json.Unmarshal([]byte(out), &lv) != nil || lv["intact"] != true || lv["checkpoint_seq"] != av["last"] || lv["checkpoint_hash"] != av["hash"] {
+		t.Fatalf("audit verify after archiving = %q, %v; want the checkpoint %v %v", out, err, av["last"], av["hash"])
+	}
+	if out, err := cli("audit", "archive", "--before", cut, "--out", arch+".2"); err != nil || !strings.HasPrefix(out, "nothing older") {
+		t.Errorf("archiving again = %q, %v; want nothing to archive", out, err)
+	}
+
 	// Stop a broker and flip one byte of an entry in its state file.
 	victim := f.nodes[2]
 	state := filepath.Join(f.cfgs[2].DataDir, "state.db")
-	seq := flipEntryByte(t, victim, state, `"subject":"bob"`)
+	if _, err := cli("token", "issue", "--scope", "instrument.view:rutgers/krios-g4", "--user", "bob"); err != nil {
+		t.Fatal(errorLine(err))
+	}
+	waitHead(t, adminCLI(f, dir, 0), adminCLI(f, dir, 2))
+	out, err = cli("audit", "--user", "bob", "--action", "token.issue", "--limit", "1", "--json")
+	var last []map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &last) != nil || len(last) != 1 {
+		t.Fatalf("bob's last token entry: %q, %v", out, err)
+	}
+	seq := uint64(last[0]["seq"].(float64))
+	flipEntryByte(t, victim, state, `"subject":"bob","action":"token.issue"`)
 	out, err = cli("audit", "verify", "--state", state, "--json")
 	if err == nil || !strings.Contains(errorLine(err), fmt.Sprintf("audit chain broken at entry %d", seq)) || !strings.Contains(out, `"intact": false`) {
-		t.Fatalf("audit verify --state of a tampered file = %q, %v; want entry %d named", out, errorLine(err), seq)
+		t.Fatalf("audit verify --state of a tampered file = %q, %v; want entry %d named", out, err, seq)
 	}
 	t.Logf("tampered entry %d: %s", seq, errorLine(err))
 }
 
-// flipEntryByte stops n and changes one byte inside the first audit entry
-// of its state file that contains marker, returning that entry's seq.
-func flipEntryByte(t *testing.T, n interface{ Close() error }, path, marker string) uint64 {
+// flipEntryByte stops n and changes one byte in every copy of marker in
+// its state file (bbolt leaves old copies of pages in free space, so the
+// live entry is among them).
+func flipEntryByte(t *testing.T, n interface{ Close() error }, path, marker string) {
 	t.Helper()
 	n.Close()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := bytes.Index(b, []byte(marker))
-	if i < 0 {
+	if !bytes.Contains(b, []byte(marker)) {
 		t.Fatalf("no %s in %s", marker, path)
 	}
-	// The entry's seq is the first "seq": before the marker.
-	j := bytes.LastIndex(b[:i], []byte(`{"seq":`))
-	var seq uint64
-	fmt.Sscanf(string(b[j+len(`{"seq":`):]), "%d", &seq)
-	b[i+len(marker)-2] ^= 0x01 // "bob" → "bcb"
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	flipped := []byte(marker)
+	flipped[len(flipped)-2] ^= 0x01
+	if err := os.WriteFile(path, bytes.ReplaceAll(b, []byte(marker), flipped), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return seq
+}
+
+// waitHead waits until the node of nodeCLI holds the leader's audit head.
+func waitHead(t *testing.T, leaderCLI, nodeCLI func(...string) (string, error)) {
+	t.Helper()
+	head := func(cli func(...string) (string, error)) float64 {
+		out, err := cli("audit", "verify", "--json")
+		var v map[string]any
+		if err != nil || json.Unmarshal([]byte(out), &v) != nil {
+			t.Fatalf("audit verify = %q, %v", out, err)
+		}
+		return v["head_seq"].(float64)
+	}
+	want := head(leaderCLI)
+	for deadline := time.Now().Add(5 * time.Second); head(nodeCLI) < want; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not reach audit entry %v", want)
+		}
+	}
 }
 
 type lockedBuf struct {

@@ -401,12 +401,16 @@ type VerifyAuditResponse struct {
 	Intact  bool                   `protobuf:"varint,1,opt,name=intact,proto3" json:"intact,omitempty"`
 	Checked uint64                 `protobuf:"varint,2,opt,name=checked,proto3" json:"checked,omitempty"`
 	// The first entry that does not match, and why; 0 when intact.
-	BadSeq        uint64 `protobuf:"varint,3,opt,name=bad_seq,json=badSeq,proto3" json:"bad_seq,omitempty"`
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	HeadSeq       uint64 `protobuf:"varint,5,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
-	HeadHash      string `protobuf:"bytes,6,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BadSeq   uint64 `protobuf:"varint,3,opt,name=bad_seq,json=badSeq,proto3" json:"bad_seq,omitempty"`
+	Reason   string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	HeadSeq  uint64 `protobuf:"varint,5,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash string `protobuf:"bytes,6,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// The last archived entry, from which the log is verified; 0 when
+	// nothing was archived.
+	CheckpointSeq  uint64 `protobuf:"varint,7,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
+	CheckpointHash string `protobuf:"bytes,8,opt,name=checkpoint_hash,json=checkpointHash,proto3" json:"checkpoint_hash,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VerifyAuditResponse) Reset() {
@@ -481,6 +485,125 @@ func (x *VerifyAuditResponse) GetHeadHash() string {
 	return ""
 }
 
+func (x *VerifyAuditResponse) GetCheckpointSeq() uint64 {
+	if x != nil {
+		return x.CheckpointSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetCheckpointHash() string {
+	if x != nil {
+		return x.CheckpointHash
+	}
+	return ""
+}
+
+type ArchiveAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Remove entries through this one, whose hash must be this.
+	Through       uint64 `protobuf:"varint,1,opt,name=through,proto3" json:"through,omitempty"`
+	Hash          string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveAuditRequest) Reset() {
+	*x = ArchiveAuditRequest{}
+	mi := &file_labfed_v1_audit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveAuditRequest) ProtoMessage() {}
+
+func (x *ArchiveAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_audit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveAuditRequest.ProtoReflect.Descriptor instead.
+func (*ArchiveAuditRequest) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ArchiveAuditRequest) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+func (x *ArchiveAuditRequest) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+type ArchiveAuditResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CheckpointSeq  uint64                 `protobuf:"varint,1,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
+	CheckpointHash string                 `protobuf:"bytes,2,opt,name=checkpoint_hash,json=checkpointHash,proto3" json:"checkpoint_hash,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ArchiveAuditResponse) Reset() {
+	*x = ArchiveAuditResponse{}
+	mi := &file_labfed_v1_audit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveAuditResponse) ProtoMessage() {}
+
+func (x *ArchiveAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labfed_v1_audit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveAuditResponse.ProtoReflect.Descriptor instead.
+func (*ArchiveAuditResponse) Descriptor() ([]byte, []int) {
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ArchiveAuditResponse) GetCheckpointSeq() uint64 {
+	if x != nil {
+		return x.CheckpointSeq
+	}
+	return 0
+}
+
+func (x *ArchiveAuditResponse) GetCheckpointHash() string {
+	if x != nil {
+		return x.CheckpointHash
+	}
+	return ""
+}
+
 type AppendAuditRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -490,7 +613,7 @@ type AppendAuditRequest struct {
 
 func (x *AppendAuditRequest) Reset() {
 	*x = AppendAuditRequest{}
-	mi := &file_labfed_v1_audit_proto_msgTypes[5]
+	mi := &file_labfed_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +625,7 @@ func (x *AppendAuditRequest) String() string {
 func (*AppendAuditRequest) ProtoMessage() {}
 
 func (x *AppendAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_audit_proto_msgTypes[5]
+	mi := &file_labfed_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +638,7 @@ func (x *AppendAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRequest.ProtoReflect.Descriptor instead.
 func (*AppendAuditRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AppendAuditRequest) GetEntries() []*AuditEntry {
@@ -534,7 +657,7 @@ type AppendAuditResponse struct {
 
 func (x *AppendAuditResponse) Reset() {
 	*x = AppendAuditResponse{}
-	mi := &file_labfed_v1_audit_proto_msgTypes[6]
+	mi := &file_labfed_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +669,7 @@ func (x *AppendAuditResponse) String() string {
 func (*AppendAuditResponse) ProtoMessage() {}
 
 func (x *AppendAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_audit_proto_msgTypes[6]
+	mi := &file_labfed_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +682,7 @@ func (x *AppendAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditResponse.ProtoReflect.Descriptor instead.
 func (*AppendAuditResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppendAuditResponse) GetRecorded() uint32 {
@@ -580,7 +703,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_labfed_v1_audit_proto_msgTypes[7]
+	mi := &file_labfed_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +715,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_audit_proto_msgTypes[7]
+	mi := &file_labfed_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +728,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UsageRequest) GetBy() string {
@@ -643,7 +766,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_labfed_v1_audit_proto_msgTypes[8]
+	mi := &file_labfed_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +778,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_audit_proto_msgTypes[8]
+	mi := &file_labfed_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +791,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UsageRow) GetKey() string {
@@ -722,7 +845,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_labfed_v1_audit_proto_msgTypes[9]
+	mi := &file_labfed_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +857,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labfed_v1_audit_proto_msgTypes[9]
+	mi := &file_labfed_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +870,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UsageResponse) GetRows() []*UsageRow {
@@ -801,14 +924,22 @@ const file_labfed_v1_audit_proto_rawDesc = "" +
 	" \x01(\bR\x06oldest\"E\n" +
 	"\x12AuditQueryResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.labfed.v1.AuditEntryR\aentries\"\x14\n" +
-	"\x12VerifyAuditRequest\"\xb0\x01\n" +
+	"\x12VerifyAuditRequest\"\x80\x02\n" +
 	"\x13VerifyAuditResponse\x12\x16\n" +
 	"\x06intact\x18\x01 \x01(\bR\x06intact\x12\x18\n" +
 	"\achecked\x18\x02 \x01(\x04R\achecked\x12\x17\n" +
 	"\abad_seq\x18\x03 \x01(\x04R\x06badSeq\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x19\n" +
 	"\bhead_seq\x18\x05 \x01(\x04R\aheadSeq\x12\x1b\n" +
-	"\thead_hash\x18\x06 \x01(\tR\bheadHash\"E\n" +
+	"\thead_hash\x18\x06 \x01(\tR\bheadHash\x12%\n" +
+	"\x0echeckpoint_seq\x18\a \x01(\x04R\rcheckpointSeq\x12'\n" +
+	"\x0fcheckpoint_hash\x18\b \x01(\tR\x0echeckpointHash\"C\n" +
+	"\x13ArchiveAuditRequest\x12\x18\n" +
+	"\athrough\x18\x01 \x01(\x04R\athrough\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\"f\n" +
+	"\x14ArchiveAuditResponse\x12%\n" +
+	"\x0echeckpoint_seq\x18\x01 \x01(\x04R\rcheckpointSeq\x12'\n" +
+	"\x0fcheckpoint_hash\x18\x02 \x01(\tR\x0echeckpointHash\"E\n" +
 	"\x12AppendAuditRequest\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.labfed.v1.AuditEntryR\aentries\"1\n" +
 	"\x13AppendAuditResponse\x12\x1a\n" +
@@ -825,12 +956,13 @@ const file_labfed_v1_audit_proto_rawDesc = "" +
 	"\x04jobs\x18\x05 \x01(\x04R\x04jobs\x12\x16\n" +
 	"\x06tokens\x18\x06 \x01(\x04R\x06tokens\"8\n" +
 	"\rUsageResponse\x12'\n" +
-	"\x04rows\x18\x01 \x03(\v2\x13.labfed.v1.UsageRowR\x04rows2\xe3\x02\n" +
+	"\x04rows\x18\x01 \x03(\v2\x13.labfed.v1.UsageRowR\x04rows2\xaf\x03\n" +
 	"\fAuditService\x12D\n" +
 	"\x05Query\x12\x1c.labfed.v1.AuditQueryRequest\x1a\x1d.labfed.v1.AuditQueryResponse\x12?\n" +
 	"\x06Follow\x12\x1c.labfed.v1.AuditQueryRequest\x1a\x15.labfed.v1.AuditEntry0\x01\x12G\n" +
 	"\x06Verify\x12\x1d.labfed.v1.VerifyAuditRequest\x1a\x1e.labfed.v1.VerifyAuditResponse\x12G\n" +
-	"\x06Append\x12\x1d.labfed.v1.AppendAuditRequest\x1a\x1e.labfed.v1.AppendAuditResponse\x12:\n" +
+	"\x06Append\x12\x1d.labfed.v1.AppendAuditRequest\x1a\x1e.labfed.v1.AppendAuditResponse\x12J\n" +
+	"\aArchive\x12\x1e.labfed.v1.ArchiveAuditRequest\x1a\x1f.labfed.v1.ArchiveAuditResponse\x12:\n" +
 	"\x05Usage\x12\x17.labfed.v1.UsageRequest\x1a\x18.labfed.v1.UsageResponseB3Z1github.com/labfed/labfed/proto/labfed/v1;labfedv1b\x06proto3"
 
 var (
@@ -845,43 +977,47 @@ func file_labfed_v1_audit_proto_rawDescGZIP() []byte {
 	return file_labfed_v1_audit_proto_rawDescData
 }
 
-var file_labfed_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_labfed_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_labfed_v1_audit_proto_goTypes = []any{
 	(*AuditEntry)(nil),            // 0: labfed.v1.AuditEntry
 	(*AuditQueryRequest)(nil),     // 1: labfed.v1.AuditQueryRequest
 	(*AuditQueryResponse)(nil),    // 2: labfed.v1.AuditQueryResponse
 	(*VerifyAuditRequest)(nil),    // 3: labfed.v1.VerifyAuditRequest
 	(*VerifyAuditResponse)(nil),   // 4: labfed.v1.VerifyAuditResponse
-	(*AppendAuditRequest)(nil),    // 5: labfed.v1.AppendAuditRequest
-	(*AppendAuditResponse)(nil),   // 6: labfed.v1.AppendAuditResponse
-	(*UsageRequest)(nil),          // 7: labfed.v1.UsageRequest
-	(*UsageRow)(nil),              // 8: labfed.v1.UsageRow
-	(*UsageResponse)(nil),         // 9: labfed.v1.UsageResponse
-	nil,                           // 10: labfed.v1.AuditEntry.DetailsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*ArchiveAuditRequest)(nil),   // 5: labfed.v1.ArchiveAuditRequest
+	(*ArchiveAuditResponse)(nil),  // 6: labfed.v1.ArchiveAuditResponse
+	(*AppendAuditRequest)(nil),    // 7: labfed.v1.AppendAuditRequest
+	(*AppendAuditResponse)(nil),   // 8: labfed.v1.AppendAuditResponse
+	(*UsageRequest)(nil),          // 9: labfed.v1.UsageRequest
+	(*UsageRow)(nil),              // 10: labfed.v1.UsageRow
+	(*UsageResponse)(nil),         // 11: labfed.v1.UsageResponse
+	nil,                           // 12: labfed.v1.AuditEntry.DetailsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_labfed_v1_audit_proto_depIdxs = []int32{
-	11, // 0: labfed.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	10, // 1: labfed.v1.AuditEntry.details:type_name -> labfed.v1.AuditEntry.DetailsEntry
-	11, // 2: labfed.v1.AuditQueryRequest.since:type_name -> google.protobuf.Timestamp
-	11, // 3: labfed.v1.AuditQueryRequest.until:type_name -> google.protobuf.Timestamp
+	13, // 0: labfed.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	12, // 1: labfed.v1.AuditEntry.details:type_name -> labfed.v1.AuditEntry.DetailsEntry
+	13, // 2: labfed.v1.AuditQueryRequest.since:type_name -> google.protobuf.Timestamp
+	13, // 3: labfed.v1.AuditQueryRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 4: labfed.v1.AuditQueryResponse.entries:type_name -> labfed.v1.AuditEntry
 	0,  // 5: labfed.v1.AppendAuditRequest.entries:type_name -> labfed.v1.AuditEntry
-	11, // 6: labfed.v1.UsageRequest.since:type_name -> google.protobuf.Timestamp
-	11, // 7: labfed.v1.UsageRequest.until:type_name -> google.protobuf.Timestamp
-	8,  // 8: labfed.v1.UsageResponse.rows:type_name -> labfed.v1.UsageRow
+	13, // 6: labfed.v1.UsageRequest.since:type_name -> google.protobuf.Timestamp
+	13, // 7: labfed.v1.UsageRequest.until:type_name -> google.protobuf.Timestamp
+	10, // 8: labfed.v1.UsageResponse.rows:type_name -> labfed.v1.UsageRow
 	1,  // 9: labfed.v1.AuditService.Query:input_type -> labfed.v1.AuditQueryRequest
 	1,  // 10: labfed.v1.AuditService.Follow:input_type -> labfed.v1.AuditQueryRequest
 	3,  // 11: labfed.v1.AuditService.Verify:input_type -> labfed.v1.VerifyAuditRequest
-	5,  // 12: labfed.v1.AuditService.Append:input_type -> labfed.v1.AppendAuditRequest
-	7,  // 13: labfed.v1.AuditService.Usage:input_type -> labfed.v1.UsageRequest
-	2,  // 14: labfed.v1.AuditService.Query:output_type -> labfed.v1.AuditQueryResponse
-	0,  // 15: labfed.v1.AuditService.Follow:output_type -> labfed.v1.AuditEntry
-	4,  // 16: labfed.v1.AuditService.Verify:output_type -> labfed.v1.VerifyAuditResponse
-	6,  // 17: labfed.v1.AuditService.Append:output_type -> labfed.v1.AppendAuditResponse
-	9,  // 18: labfed.v1.AuditService.Usage:output_type -> labfed.v1.UsageResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
+	7,  // 12: labfed.v1.AuditService.Append:input_type -> labfed.v1.AppendAuditRequest
+	5,  // 13: labfed.v1.AuditService.Archive:input_type -> labfed.v1.ArchiveAuditRequest
+	9,  // 14: labfed.v1.AuditService.Usage:input_type -> labfed.v1.UsageRequest
+	2,  // 15: labfed.v1.AuditService.Query:output_type -> labfed.v1.AuditQueryResponse
+	0,  // 16: labfed.v1.AuditService.Follow:output_type -> labfed.v1.AuditEntry
+	4,  // 17: labfed.v1.AuditService.Verify:output_type -> labfed.v1.VerifyAuditResponse
+	8,  // 18: labfed.v1.AuditService.Append:output_type -> labfed.v1.AppendAuditResponse
+	6,  // 19: labfed.v1.AuditService.Archive:output_type -> labfed.v1.ArchiveAuditResponse
+	11, // 20: labfed.v1.AuditService.Usage:output_type -> labfed.v1.UsageResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -898,7 +1034,7 @@ func file_labfed_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labfed_v1_audit_proto_rawDesc), len(file_labfed_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,11 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditService_Query_FullMethodName  = "/labfed.v1.AuditService/Query"
-	AuditService_Follow_FullMethodName = "/labfed.v1.AuditService/Follow"
-	AuditService_Verify_FullMethodName = "/labfed.v1.AuditService/Verify"
-	AuditService_Append_FullMethodName = "/labfed.v1.AuditService/Append"
-	AuditService_Usage_FullMethodName  = "/labfed.v1.AuditService/Usage"
+	AuditService_Query_FullMethodName   = "/labfed.v1.AuditService/Query"
+	AuditService_Follow_FullMethodName  = "/labfed.v1.AuditService/Follow"
+	AuditService_Verify_FullMethodName  = "/labfed.v1.AuditService/Verify"
+	AuditService_Append_FullMethodName  = "/labfed.v1.AuditService/Append"
+	AuditService_Archive_FullMethodName = "/labfed.v1.AuditService/Archive"
+	AuditService_Usage_FullMethodName   = "/labfed.v1.AuditService/Usage"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -44,6 +45,10 @@ type AuditServiceClient interface {
 	// Append records entries of a site agent (or broker); redelivered ones
 	// are skipped.
 	Append(ctx context.Context, in *AppendAuditRequest, opts ...grpc.CallOption) (*AppendAuditResponse, error)
+	// Archive removes the oldest entries once exported (labfed audit
+	// archive writes them to a file first); the log keeps a checkpoint of
+	// the last one and is verified from it. Coordinators only.
+	Archive(ctx context.Context, in *ArchiveAuditRequest, opts ...grpc.CallOption) (*ArchiveAuditResponse, error)
 	// Usage sums instrument hours, GPU hours, sessions, jobs and tokens.
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
 }
@@ -105,6 +110,16 @@ func (c *auditServiceClient) Append(ctx context.Context, in *AppendAuditRequest,
 	return out, nil
 }
 
+func (c *auditServiceClient) Archive(ctx context.Context, in *ArchiveAuditRequest, opts ...grpc.CallOption) (*ArchiveAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ArchiveAuditResponse)
+	err := c.cc.Invoke(ctx, AuditService_Archive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *auditServiceClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UsageResponse)
@@ -131,6 +146,10 @@ type AuditServiceServer interface {
 	// Append records entries of a site agent (or broker); redelivered ones
 	// are skipped.
 	Append(context.Context, *AppendAuditRequest) (*AppendAuditResponse, error)
+	// Archive removes the oldest entries once exported (labfed audit
+	// archive writes them to a file first); the log keeps a checkpoint of
+	// the last one and is verified from it. Coordinators only.
+	Archive(context.Context, *ArchiveAuditRequest) (*ArchiveAuditResponse, error)
 	// Usage sums instrument hours, GPU hours, sessions, jobs and tokens.
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
@@ -154,6 +173,9 @@ func (UnimplementedAuditServiceServer) Verify(context.Context, *VerifyAuditReque
 }
 func (UnimplementedAuditServiceServer) Append(context.Context, *AppendAuditRequest) (*AppendAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Append not implemented")
+}
+func (UnimplementedAuditServiceServer) Archive(context.Context, *ArchiveAuditRequest) (*ArchiveAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Archive not implemented")
 }
 func (UnimplementedAuditServiceServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
@@ -244,6 +266,24 @@ func _AuditService_Append_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_Archive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ArchiveAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Archive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Archive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).Archive(ctx, req.(*ArchiveAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuditService_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UsageRequest)
 	if err := dec(in); err != nil {
@@ -280,6 +320,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Append",
 			Handler:    _AuditService_Append_Handler,
+		},
+		{
+			MethodName: "Archive",
+			Handler:    _AuditService_Archive_Handler,
 		},
 		{
 			MethodName: "Usage",
