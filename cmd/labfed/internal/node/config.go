@@ -115,6 +115,16 @@ type Config struct {
 		// CredentialTTL is its lifetime; default 24h.
 		CredentialTTL time.Duration `yaml:"credential_ttl"`
 	} `yaml:"bootstrap"`
+	// Audit configures the audit log's retention: the leader moves entries
+	// older than Retention into files in ArchiveDir and the log keeps a
+	// checkpoint. Zero keeps every entry in the log.
+	Audit struct {
+		Retention time.Duration `yaml:"retention"`
+		// ArchiveDir defaults to DATA_DIR/audit-archive.
+		ArchiveDir string `yaml:"archive_dir"`
+		// ArchiveEvery is how often the leader looks; default 1h.
+		ArchiveEvery time.Duration `yaml:"archive_every"`
+	} `yaml:"audit"`
 	Raft struct {
 		SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
 		// SnapshotInterval is how often the threshold is checked.
@@ -341,6 +351,7 @@ func (c *Config) validate(pos *positions) []Problem {
 		k.errorf("raft.snapshot_interval", "raft.snapshot_interval %s is too short; give at least 1s, such as 2m", c.Raft.SnapshotInterval)
 	}
 	c.validateLogin(k)
+	c.validateAudit(k)
 	if c.UIDRange != "" || c.GIDRange != "" {
 		// One range without the other is blamed on the line of the one
 		// given.
@@ -645,6 +656,22 @@ func IsLoopback(addr string) bool {
 }
 
 const maxSessionTTL = 24 * time.Hour
+
+func (c *Config) validateAudit(k *checker) {
+	a := &c.Audit
+	if a.Retention < 0 || (a.Retention > 0 && a.Retention < time.Second) {
+		k.errorf("audit.retention", "audit.retention %s is out of range; give how long entries stay in the log, such as 2160h (90 days), or 0 to keep them all", a.Retention)
+	}
+	if a.ArchiveEvery < 0 || (a.ArchiveEvery > 0 && a.ArchiveEvery < time.Second) {
+		k.errorf("audit.archive_every", "audit.archive_every %s is out of range; give at least 1s, such as 1h", a.ArchiveEvery)
+	}
+	if a.ArchiveDir == "" && c.DataDir != "" {
+		a.ArchiveDir = filepath.Join(c.DataDir, "audit-archive")
+	}
+	if a.ArchiveEvery == 0 {
+		a.ArchiveEvery = time.Hour
+	}
+}
 
 func (c *Config) validateLogin(k *checker) {
 	for i, is := range c.OIDC.Issuers {

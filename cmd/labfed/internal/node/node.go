@@ -231,6 +231,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	jctx, stopJoin := context.WithCancel(ctx)
 	n := &Node{cfg: c, log: log, replica: rep, server: srv, grpc: g, lis: lis, done: make(chan error, 1), stopJoin: stopJoin, dial: dial, gossip: gsp}
 	go joinGossip(jctx, gsp, rep, c.Gossip.Join, c.Node, log)
+	if c.Audit.Retention > 0 {
+		go n.archiveLoop(jctx)
+	}
 	n.keys = keys
 	keys.publish = func(ctx context.Context, kid string, pub ed25519.PublicKey) error {
 		return n.callSelf(ctx, func(ctx context.Context, d pb.DirectoryServiceClient) error {
