@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 )
 
 // An archive is a run of consecutive entries as JSON lines, oldest first,
@@ -61,4 +63,30 @@ func VerifyArchive(r io.Reader) (ArchiveSummary, error) {
 		s.Entries++
 	}
 	return s, sc.Err()
+}
+
+// CreateArchive writes entries to a new file at path (mode 0600; an
+// existing file is never replaced) and syncs it and its directory, so the
+// archive is on disk before the log lets go of the entries.
+func CreateArchive(path string, entries []*Entry) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = WriteArchive(f, entries)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }

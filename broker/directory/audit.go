@@ -17,10 +17,10 @@ import (
 // sequence numbers.
 const (
 	bAudit           = "audit"             // seq → entry
-	bAuditByUser     = "audit_by_user"     // user\x00seq → nil (actor and subject)
-	bAuditBySite     = "audit_by_site"     // site\x00seq → nil (site and actor site)
-	bAuditByResource = "audit_by_resource" // resource\x00seq → nil
-	bAuditByTime     = "audit_by_time"     // time ns\x00seq → nil
+	bAuditByUser     = "audit_by_user"     // user\x00seq → time ns (actor and subject)
+	bAuditBySite     = "audit_by_site"     // site\x00seq → time ns (site and actor site)
+	bAuditByResource = "audit_by_resource" // resource\x00seq → time ns
+	bAuditByTime     = "audit_by_time"     // time ns\x00seq → time ns
 	bAuditSources    = "audit_sources"     // source → last source_seq recorded
 	metaAuditHead    = "audit_head"
 	metaAuditCheck   = "audit_checkpoint"
@@ -164,8 +164,11 @@ func appendEntries(tx Tx, entries []audit.Entry) (int, error) {
 		if err := tx.Put(bAudit, k, b); err != nil {
 			return n, err
 		}
+		// The index values hold the entry's time, so a query for a time
+		// range skips the rest without reading them.
+		tk := []byte(timeKey(e.Time))
 		for _, ix := range indexKeys(&e) {
-			if err := tx.Put(ix[0], k2(ix[1], k), nil); err != nil {
+			if err := tx.Put(ix[0], k2(ix[1], k), tk); err != nil {
 				return n, err
 			}
 		}
@@ -452,13 +455,23 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 			if q.Newest {
 				from = prefix + seqKey(^uint64(0)>>1)
 			}
-			err = sk.Seek(bucket, from, q.Newest, func(k string, _ []byte) error {
+			since, until := "", ""
+			if !f.Since.IsZero() {
+				since = timeKey(f.Since)
+			}
+			if !f.Until.IsZero() {
+				until = timeKey(f.Until)
+			}
+			err = sk.Seek(bucket, from, q.Newest, func(k string, v []byte) error {
 				if !strings.HasPrefix(k, prefix) {
 					return errStop
 				}
 				seq := k[len(prefix):]
 				if q.Newest && seq <= seqKey(q.After) {
 					return errStop
+				}
+				if t := string(v); len(t) == 20 && ((since != "" && t < since) || (until != "" && t >= until)) {
+					return nil // outside the time range: not even read
 				}
 				return take(seq)
 			})

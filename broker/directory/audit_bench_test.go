@@ -165,7 +165,7 @@ func copyState(tb testing.TB, st *boltstate.Store, path string) *bolt.DB {
 
 // rawScanNs is the best of reps full cursor scans of the audit bucket in
 // one read transaction, touching every value.
-func rawScanNs(tb testing.TB, db *bolt.DB, want int, reps int) float64 {
+func rawScanNs(tb testing.TB, db *bolt.DB, want, reps int) float64 {
 	tb.Helper()
 	best := time.Duration(1<<63 - 1)
 	for range reps {
@@ -257,6 +257,15 @@ func BenchmarkAuditQueryOneUserMonth(b *testing.B) {
 		all, err := d.AuditEntries(directory.AuditQuery{Filter: audit.Filter{User: user}})
 		if err != nil {
 			b.Fatal(err)
+		}
+		want := 0
+		for _, e := range all {
+			if qs[i].q.Filter.Match(e) {
+				want++
+			}
+		}
+		if len(got) != want {
+			b.Fatalf("AuditEntries(%+v) = %d entries; %d of the user's match", qs[i].q.Filter, len(got), want)
 		}
 		qs[i].returned, qs[i].examined = len(got), len(all)
 	}

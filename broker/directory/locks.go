@@ -1,7 +1,6 @@
 package directory
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -72,23 +71,32 @@ func (a *applier) addLock(c *AddLock) (any, error) {
 	if err := a.tx.Put(bLocksByValue, k2(k2(l.Kind, l.Value), seq), nil); err != nil {
 		return nil, err
 	}
+	if err := a.tx.Put(bLocksByUntil, k2(timeKey(l.Until), seq), nil); err != nil {
+		return nil, err
+	}
 	return l, putJSON(a.tx, bLocks, seq, l)
 }
 
-// pruneLocks forgets locks that have lapsed at the command's time.
+// pruneLocks forgets locks that have lapsed at the command's time. It
+// walks the expiry index from the oldest and stops at the first lock still
+// in force, so its cost is the number of lapsed locks, not of all locks.
 func (a *applier) pruneLocks() {
-	var gone []Lock
-	var keys []string
-	_ = a.tx.ForEach(bLocks, "", func(k string, v []byte) error {
-		var l Lock
-		if json.Unmarshal(v, &l) == nil && !a.now.Before(l.Until) {
-			gone, keys = append(gone, l), append(keys, k)
+	now := timeKey(a.now)
+	var gone []string // expiry index keys
+	_ = a.tx.ForEach(bLocksByUntil, "", func(k string, _ []byte) error {
+		if k[:strings.IndexByte(k, 0)] > now {
+			return errStop
 		}
+		gone = append(gone, k)
 		return nil
 	})
-	for i, k := range keys {
-		_ = a.tx.Delete(bLocks, k)
-		_ = a.tx.Delete(bLocksByValue, k2(k2(gone[i].Kind, gone[i].Value), k))
+	for _, k := range gone {
+		seq := k[strings.IndexByte(k, 0)+1:]
+		if l, err := getJSON[Lock](a.tx, bLocks, seq); err == nil && l != nil {
+			_ = a.tx.Delete(bLocksByValue, k2(k2(l.Kind, l.Value), seq))
+		}
+		_ = a.tx.Delete(bLocks, seq)
+		_ = a.tx.Delete(bLocksByUntil, k)
 	}
 }
 

@@ -33,7 +33,7 @@ func Buckets() []string {
 	return append([]string{
 		bSites, bUsers, bEmails, bIdents, bProjects, bMemberOf, bGrants, bGrantsBySubject,
 		bAccounts, bAccountsByUser, bUIDs, bGIDs, bProjectGIDs, bUsernames, bNodes, bMeta,
-		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer, bLocks, bLocksByValue,
+		bSessions, bSessionsByUser, bSessionExpiry, bLogins, bKeys, bKeysByIssuer, bLocks, bLocksByValue, bLocksByUntil,
 	}, auditBuckets()...)
 }
 
@@ -62,6 +62,7 @@ const (
 	bKeysByIssuer    = "signing_keys_by_issuer"
 	bLocks           = "locks"
 	bLocksByValue    = "locks_by_value" // kind\x00value\x00seq → nil
+	bLocksByUntil    = "locks_by_until" // until ns\x00seq → nil
 )
 
 // SnapshotStore is a Store that can also copy out and replace its whole

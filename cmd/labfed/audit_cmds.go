@@ -320,21 +320,11 @@ func finishArchive(ctx context.Context, ac pb.AuditServiceClient, entries []*aud
 	if len(entries) == 0 {
 		return 0, nil, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%v; choose a new archive file", err)
-	}
-	err = audit.WriteArchive(f, entries)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return 0, nil, fmt.Errorf("write the archive: %w (nothing was removed from the log)", err)
+	if err := audit.CreateArchive(path, entries); err != nil {
+		return 0, nil, fmt.Errorf("write the archive: %w (nothing was removed from the log; give a new file)", err)
 	}
 	var resp *pb.ArchiveAuditResponse
+	var err error
 	for i := 0; i < len(entries); i += directory.MaxArchive {
 		last := entries[min(i+directory.MaxArchive, len(entries))-1]
 		if resp, err = ac.Archive(ctx, &pb.ArchiveAuditRequest{Through: last.Seq, Hash: last.Hash}); err != nil {

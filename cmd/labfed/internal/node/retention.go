@@ -64,22 +64,9 @@ func (n *Node) archiveOnce(ctx context.Context, before time.Time) (int, error) {
 		return 0, err
 	}
 	path := filepath.Join(dir, fmt.Sprintf("audit-%020d-%020d.jsonl", es[0].Seq, es[k-1].Seq))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := audit.CreateArchive(path, es); err != nil {
 		return 0, err
 	}
-	err = audit.WriteArchive(f, es)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return 0, err
-	}
-	syncDir(dir)
 	last := es[k-1]
 	_, err = n.replica.Apply(ctx, &directory.Command{Time: time.Now().UTC(), Actor: n.cfg.Site + "/broker/" + n.cfg.Node,
 		ArchiveAudit: &directory.ArchiveAudit{Through: last.Seq, Hash: last.Hash}})
