@@ -17,6 +17,7 @@ import (
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
 	"github.com/labfed/labfed/broker/trust"
+	"github.com/labfed/labfed/broker/rpc"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -283,4 +284,35 @@ func capabilityHeader(tok string) (kid string, _ map[string]any, err error) {
 	}
 	kid, _ = h["kid"].(string)
 	return kid, h, nil
+}
+
+// TestAgentFailsClosedWhenBrokerLosesLeader: the agent's broker stays up
+// but loses the Raft leader (both voters stop). It must not keep the agent
+// "in contact" over state that can no longer learn of revocations: its
+// trust stream ends, and the agent fails closed for operate tokens.
+func TestAgentFailsClosedWhenBrokerLosesLeader(t *testing.T) {
+	f := newTrustFixture(t)
+	agent := f.agent(t, f.rut2.Addr(), 2*time.Second)
+	rita := pb.NewTokenServiceClient(f.sessionConn(t, f.session(t, "rita", false)))
+	op, _ := issue(t, rita, "instrument.operate:rutgers/krios-g4")
+	vw, _ := issue(t, rita, "instrument.view:rutgers/krios-g4")
+	waitUntil(t, 5*time.Second, "the agent accepts the token", func() error { _, err := agent.Verify(op, nil); return err })
+	start := time.Now()
+	f.psc.Close()
+	f.n.Close()
+	waitUntil(t, 20*time.Second, "the agent fails closed", func() error {
+		if _, err := agent.Verify(op, nil); refusal(err) != trust.CodeBrokerLost {
+			return fmt.Errorf("operate token: %s", refusal(err))
+		}
+		return nil
+	})
+	if _, err := agent.Verify(vw, nil); err != nil {
+		t.Errorf("view token refused: %v", err)
+	}
+	// The stream ends once the broker knows it has no leader (at most
+	// rpc.MaxLeaderSilence after its last contact), then MaxStale runs.
+	if d := time.Since(start); d > rpc.MaxLeaderSilence+2*time.Second+3*time.Second {
+		t.Errorf("refused only %v after the voters stopped", d)
+	}
+	t.Logf("operate tokens refused %v after the voters stopped", time.Since(start).Round(100*time.Millisecond))
 }
