@@ -16,8 +16,8 @@ import (
 	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/client"
 	"github.com/labfed/labfed/broker/pki"
-	"github.com/labfed/labfed/broker/trust"
 	"github.com/labfed/labfed/broker/rpc"
+	"github.com/labfed/labfed/broker/trust"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
