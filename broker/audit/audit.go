@@ -14,7 +14,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Decisions.
@@ -150,7 +152,17 @@ func (e *Entry) Validate() error {
 		return fmt.Errorf("audit entry decision %q is not allow or deny", e.Decision)
 	case e.Time.IsZero():
 		return fmt.Errorf("audit entry has no time")
-	case len(e.Canonical()) > MaxEntrySize:
+	case e.Time.Year() < 2000 || e.Time.Year() > 9999:
+		return fmt.Errorf("audit entry time %s is not a plausible time", e.Time.UTC().Format(time.RFC3339))
+	case e.Seq != 0 || e.Hash != "" || e.PrevHash != "":
+		return fmt.Errorf("audit entry comes numbered or hashed; the log numbers and chains entries itself")
+	}
+	for _, f := range []string{e.Actor, e.ActorSite, e.Subject, e.Action, e.Resource, e.Site, e.Token, e.Source} {
+		if strings.ContainsFunc(f, unicode.IsControl) {
+			return fmt.Errorf("audit entry field %q has a control character", f)
+		}
+	}
+	if len(e.Canonical()) > MaxEntrySize {
 		return fmt.Errorf("audit entry is larger than %d bytes; shorten its details", MaxEntrySize)
 	}
 	return nil
@@ -158,6 +170,18 @@ func (e *Entry) Validate() error {
 
 // MaxEntrySize bounds one entry's encoding.
 const MaxEntrySize = 16 << 10
+
+// MaxSkew bounds how far a submitted entry's time may lie from the time
+// of the command that records it: an agent queues entries while its
+// broker is away (up to MaxQueued), and clocks differ a little.
+const (
+	MaxQueued = 30 * 24 * time.Hour
+	MaxSkew   = 5 * time.Minute
+)
+
+// AgentActions are the actions a site agent may record; everything else
+// is a broker's decision.
+var AgentActions = []string{ActionSessionOpen, ActionSessionClose, ActionMount, ActionJobSubmit, ActionJobPlace, ActionJobFinish, ActionJobFail}
 
 // Filter selects entries. Empty fields match everything; User matches the
 // actor or the subject.

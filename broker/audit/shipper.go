@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // MaxBatch bounds the entries of one Sink.Append.
-const MaxBatch = 256
+// 128 entries of at most MaxEntrySize stay well under gRPC's 4 MiB.
+const MaxBatch = 128
 
 // Defaults of ShipperOptions.
 const (
@@ -120,10 +122,14 @@ func NewShipper(source string, q Queue, s Sink, opts ShipperOptions) *Shipper {
 // action e records must be refused: an action the audit log cannot hold
 // does not happen.
 func (s *Shipper) Record(e Entry) error {
-	if err := e.Validate(); err != nil {
+	e.Source = s.source
+	// As the broker will see it (with its number), so that the broker
+	// never refuses what the queue took.
+	probe := e
+	probe.SourceSeq = math.MaxUint64
+	if err := probe.Validate(); err != nil {
 		return fmt.Errorf("audit: not recorded: %w", err)
 	}
-	e.Source = s.source
 	if _, err := s.queue.Add(e); err != nil {
 		return fmt.Errorf("audit: could not queue %s entry; refuse the action and check the agent's queue file: %w", e.Action, err)
 	}

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 )
@@ -49,7 +50,7 @@ func Usage(entries []*Entry, by string, projectsOf func(user string) []string) (
 		case ActionJobSubmit:
 			add = func(r *UsageRow) { r.Jobs++ }
 		case ActionJobFinish, ActionJobFail:
-			gpus, _ := strconv.ParseFloat(e.Details[DetailGPUs], 64)
+			gpus := nonNegative(e.Details[DetailGPUs])
 			h := seconds(e) * gpus / 3600
 			add = func(r *UsageRow) { r.GPUHours += h }
 		case ActionTokenIssue:
@@ -82,12 +83,15 @@ func Usage(entries []*Entry, by string, projectsOf func(user string) []string) (
 	return out, nil
 }
 
-func seconds(e *Entry) float64 {
-	s, err := strconv.ParseFloat(e.Details[DetailSeconds], 64)
-	if err != nil || s < 0 {
+func seconds(e *Entry) float64 { return nonNegative(e.Details[DetailSeconds]) }
+
+// nonNegative reads a finite, non-negative number; anything else counts 0.
+func nonNegative(s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
 		return 0
 	}
-	return s
+	return f
 }
 
 // user is whom an entry's usage belongs to.

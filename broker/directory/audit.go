@@ -1,9 +1,11 @@
 package directory
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +37,9 @@ const MaxArchive = 100000
 // checkpoint the rest of the chain is verified from, and it makes sure
 // the archive and the log agree on what was removed.
 type ArchiveAudit struct {
+	// From must be the first entry after the checkpoint: the archive
+	// holds every entry from there, none skipped.
+	From    uint64 `json:"from"`
 	Through uint64 `json:"through"`
 	Hash    string `json:"hash"`
 }
@@ -67,6 +72,8 @@ func (a *applier) archiveAudit(c *ArchiveAudit) (any, error) {
 		return nil, err
 	}
 	switch {
+	case c.From != cp.Seq+1:
+		return nil, broker.Errorf(broker.ErrPrecondition, "the archive starts at entry %d, but the log's next entry is %d; export again from the checkpoint", c.From, cp.Seq+1)
 	case c.Through <= cp.Seq:
 		return nil, broker.Errorf(broker.ErrInvalid, "entries through %d are already archived (checkpoint %d)", c.Through, cp.Seq)
 	case c.Through > head.Seq:
@@ -203,18 +210,41 @@ func indexKeys(e *audit.Entry) [][2]string {
 
 func timeKey(t time.Time) string { return fmt.Sprintf("%020d", max(t.UnixNano(), 0)) }
 
+// appendAudit checks the submitted entries and returns how many are new
+// (not already recorded from their source). They are written by
+// ApplyBatch, outside the command's overlay, like every command's own
+// entry.
 func (a *applier) appendAudit(c *AppendAudit) (any, error) {
 	if len(c.Entries) == 0 {
 		return nil, broker.Errorf(broker.ErrInvalid, "no audit entries to append")
 	}
+	last := map[string]uint64{} // per source, within this batch
+	fresh := 0
 	for i := range c.Entries {
-		if err := c.Entries[i].Validate(); err != nil {
+		e := &c.Entries[i]
+		if err := e.Validate(); err != nil {
 			return nil, broker.Errorf(broker.ErrInvalid, "audit entry %d: %v", i+1, err)
 		}
+		if e.Time.Before(a.now.Add(-audit.MaxQueued)) || e.Time.After(a.now.Add(audit.MaxSkew)) {
+			return nil, broker.Errorf(broker.ErrInvalid, "audit entry %d is timed %s, too far from now (%s); check the recorder's clock", i+1, e.Time.UTC().Format(time.RFC3339), a.now.Format(time.RFC3339))
+		}
+		if e.Source == "" || e.SourceSeq == 0 {
+			fresh++
+			continue
+		}
+		seen, ok := last[e.Source]
+		if !ok {
+			if b := a.tx.Get(bAuditSources, e.Source); b != nil {
+				fmt.Sscan(string(b), &seen)
+			}
+		}
+		if e.SourceSeq > seen {
+			fresh++
+			seen = e.SourceSeq
+		}
+		last[e.Source] = seen
 	}
-	// Written by ApplyBatch, outside the command's overlay, like every
-	// command's own entry.
-	return len(c.Entries), nil
+	return fresh, nil
 }
 
 // auditCommand writes the entries of cmd: the submitted ones of an
@@ -400,8 +430,11 @@ type AuditQuery struct {
 	Filter audit.Filter
 	Keep   func(*audit.Entry) bool
 	After  uint64
-	Limit  int
-	Newest bool
+	// Through, when set, leaves out entries after it (Follow reads the
+	// head first, then the entries up to it, so none is skipped).
+	Through uint64
+	Limit   int
+	Newest  bool
 }
 
 // seeker is the optional ability of a transaction to iterate from a key.
@@ -428,7 +461,7 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 			if err := json.Unmarshal(b, &e); err != nil {
 				return fmt.Errorf("directory: corrupt audit entry %s: %w", seq, err)
 			}
-			if e.Seq <= q.After || !q.Filter.Match(&e) || (q.Keep != nil && !q.Keep(&e)) {
+			if e.Seq <= q.After || (q.Through > 0 && e.Seq > q.Through) || !q.Filter.Match(&e) || (q.Keep != nil && !q.Keep(&e)) {
 				return nil
 			}
 			out = append(out, &e)
@@ -442,8 +475,12 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 		switch {
 		case f.User != "":
 			bucket, value = bAuditByUser, f.User
-		case f.Resource != "" && !strings.HasPrefix(f.Resource, "project:") && strings.Count(f.Resource, "/") == 1:
+		case f.Resource != "" && !hasBelow(sk, f.Resource):
 			bucket, value = bAuditByResource, f.Resource
+		case f.Resource != "" && strings.Contains(f.Resource, "/"):
+			// Entries below the resource too: its site's index has them all,
+			// in order.
+			bucket, value = bAuditBySite, f.Resource[:strings.IndexByte(f.Resource, '/')]
 		case f.Site != "":
 			bucket, value = bAuditBySite, f.Site
 		}
@@ -475,13 +512,18 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 				}
 				return take(seq)
 			})
-		case !f.Since.IsZero() && !q.Newest:
+		case !f.Since.IsZero() && !q.Newest && q.After == 0 && q.Limit == 0:
+			// Everything in a time range (usage): through the time index,
+			// then back into sequence order. With a limit or a cursor the
+			// log is walked in order instead, since time order and
+			// sequence order differ for entries that arrive late.
 			err = sk.Seek(bAuditByTime, timeKey(f.Since), false, func(k string, _ []byte) error {
 				if !f.Until.IsZero() && k >= timeKey(f.Until) {
 					return errStop
 				}
 				return take(k[strings.IndexByte(k, 0)+1:])
 			})
+			slices.SortFunc(out, func(a, b *audit.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 		default:
 			from := seqKey(q.After + 1)
 			if q.Newest {
@@ -503,6 +545,16 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 		out = []*audit.Entry{}
 	}
 	return out, err
+}
+
+// hasBelow reports whether any entry names a resource below r (r/…).
+func hasBelow(sk seeker, r string) bool {
+	below := false
+	_ = sk.Seek(bAuditByResource, r+"/", false, func(k string, _ []byte) error {
+		below = strings.HasPrefix(k, r+"/")
+		return errStop
+	})
+	return below
 }
 
 // VerifyAudit recomputes the hash chain from entry 1 and returns the first

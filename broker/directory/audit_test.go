@@ -208,10 +208,10 @@ func tamper(t *testing.T, path string, fn func(*bolt.Bucket)) {
 func TestArchiveAudit(t *testing.T) {
 	d := fixture(t) // entries 1..6
 	all := entries(t, d, directory.AuditQuery{})
-	if res := d.Apply(&directory.Command{Time: t0, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{Through: 4, Hash: all[2].Hash}}); res.Err == nil {
+	if res := d.Apply(&directory.Command{Time: t0, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{From: 1, Through: 4, Hash: all[2].Hash}}); res.Err == nil {
 		t.Fatal("an archive naming the wrong hash was applied")
 	}
-	must(t, d, &directory.Command{Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{Through: 4, Hash: all[3].Hash}})
+	must(t, d, &directory.Command{Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{From: 1, Through: 4, Hash: all[3].Hash}})
 	cp, err := d.AuditCheckpoint()
 	if err != nil || cp.Seq != 4 || cp.Hash != all[3].Hash {
 		t.Fatalf("checkpoint %+v, %v", cp, err)
@@ -227,7 +227,58 @@ func TestArchiveAudit(t *testing.T) {
 	if bad, why, n, err := d.VerifyAudit(); err != nil || why != nil || n != 4 {
 		t.Errorf("VerifyAudit after archiving = %d %v %d %v", bad, why, n, err)
 	}
-	if res := d.Apply(&directory.Command{Time: t0, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{Through: 3, Hash: all[2].Hash}}); res.Err == nil {
+	if res := d.Apply(&directory.Command{Time: t0, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{From: 1, Through: 3, Hash: all[2].Hash}}); res.Err == nil {
 		t.Error("archiving entries already archived was applied")
+	}
+}
+
+// TestAuditReviewCases: entries that arrive late (time order differs from
+// sequence order) page without loss or repetition; a resource filter finds
+// entries below the resource; submitted entries far from the command's
+// time are refused; redelivered entries are not counted as recorded; an
+// archive must start at the checkpoint.
+func TestAuditReviewCases(t *testing.T) {
+	d := fixture(t) // entries 1..6 at t0
+	ag := func(seq uint64, at time.Time, res string) audit.Entry {
+		return audit.Entry{Time: at, Actor: "alice", Action: audit.ActionSessionOpen, Resource: res, Site: "rutgers", Decision: audit.Allow, Source: "rutgers/agent/a", SourceSeq: seq}
+	}
+	now := t0.Add(3 * time.Hour)
+	// 7 happened at +2h, 8 (delivered late) at +1h.
+	v := must(t, d, &directory.Command{Time: now, Actor: "rutgers/agent/a", AppendAudit: &directory.AppendAudit{Entries: []audit.Entry{
+		ag(1, t0.Add(2*time.Hour), "rutgers/raw/session-123"), ag(2, t0.Add(time.Hour), "rutgers/raw/session-124"),
+	}}})
+	if v != 2 {
+		t.Errorf("recorded %v, want 2", v)
+	}
+	if v := must(t, d, &directory.Command{Time: now, Actor: "rutgers/agent/a", AppendAudit: &directory.AppendAudit{Entries: []audit.Entry{ag(2, t0.Add(time.Hour), "rutgers/raw/x")}}}); v != 0 {
+		t.Errorf("a redelivered entry counted as recorded: %v", v)
+	}
+	f := audit.Filter{Since: t0.Add(30 * time.Minute)}
+	var seqs []uint64
+	for after := uint64(0); ; {
+		es := entries(t, d, directory.AuditQuery{Filter: f, After: after, Limit: 1})
+		if len(es) == 0 {
+			break
+		}
+		seqs = append(seqs, es[0].Seq)
+		after = es[0].Seq
+	}
+	if fmt.Sprint(seqs) != "[7 8]" {
+		t.Errorf("paging from a time: %v, want [7 8]", seqs)
+	}
+	if es := entries(t, d, directory.AuditQuery{Filter: audit.Filter{Resource: "rutgers/raw"}}); actions(es) != "7:session.open:allow 8:session.open:allow" {
+		t.Errorf("resource rutgers/raw: %s, want the two sessions below it", actions(es))
+	}
+	if es := entries(t, d, directory.AuditQuery{Filter: audit.Filter{Resource: "rutgers/raw/session-123"}}); len(es) != 1 || es[0].Seq != 7 {
+		t.Errorf("resource rutgers/raw/session-123: %s", actions(es))
+	}
+	for _, at := range []time.Time{now.Add(10 * time.Minute), now.Add(-40 * 24 * time.Hour)} {
+		if res := d.Apply(&directory.Command{Time: now, Actor: "rutgers/agent/a", AppendAudit: &directory.AppendAudit{Entries: []audit.Entry{ag(9, at, "rutgers/raw")}}}); res.Err == nil {
+			t.Errorf("an entry timed %s appended at %s", at, now)
+		}
+	}
+	all := entries(t, d, directory.AuditQuery{})
+	if res := d.Apply(&directory.Command{Time: now, Actor: "coord", ArchiveAudit: &directory.ArchiveAudit{From: 2, Through: 4, Hash: all[3].Hash}}); res.Err == nil {
+		t.Error("an archive that skips entry 1 was applied")
 	}
 }

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/labfed/labfed/broker"
 	"github.com/labfed/labfed/broker/audit"
 	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
 
@@ -139,7 +141,12 @@ func (s *Server) Query(ctx context.Context, r *pb.AuditQueryRequest) (*pb.AuditQ
 	if err := validateQuery(r); err != nil {
 		return nil, err
 	}
-	q := directory.AuditQuery{Filter: filterFromPB(r), Keep: auditVisible(caller(ctx)), After: r.GetAfter(), Limit: int(r.GetLimit())}
+	p := caller(ctx)
+	q := directory.AuditQuery{Filter: filterFromPB(r), Keep: auditVisible(p), After: r.GetAfter(), Limit: int(r.GetLimit())}
+	if q.Keep != nil && !p.AnyAdmin() && p.User != nil && q.Filter.User == "" {
+		// A researcher sees only entries about them: read just those.
+		q.Filter.User = p.User.Name
+	}
 	if q.Limit == 0 {
 		q.Limit = DefaultAuditLimit
 	}
@@ -189,15 +196,16 @@ func (s *Server) Follow(r *pb.AuditQueryRequest, stream grpc.ServerStreamingServ
 		if n != nil {
 			changed = n.Changed()
 		}
-		q.After = after
+		// Read the head first, then the entries up to it: entries
+		// committed meanwhile are left for the next round, never skipped.
+		var head uint64
 		var es []*audit.Entry
 		err := s.local(ctx, func(d *directory.Directory) (err error) {
-			es, err = d.AuditEntries(q)
-			if err == nil && len(es) == 0 {
-				// Nothing visible: skip ahead to the head, so the next
-				// round does not read the same entries again.
-				after, _, err = d.AuditHead()
+			if head, _, err = d.AuditHead(); err != nil {
+				return err
 			}
+			q.After, q.Through = after, head
+			es, err = d.AuditEntries(q)
 			return err
 		})
 		if err != nil {
@@ -212,6 +220,7 @@ func (s *Server) Follow(r *pb.AuditQueryRequest, stream grpc.ServerStreamingServ
 		if len(es) == q.Limit {
 			continue
 		}
+		after = max(after, head) // nothing more the caller may see up to the head
 		if changed == nil {
 			t := make(chan struct{})
 			time.AfterFunc(200*time.Millisecond, func() { close(t) })
@@ -251,7 +260,7 @@ func (s *Server) Verify(ctx context.Context, _ *pb.VerifyAuditRequest) (*pb.Veri
 }
 
 func (s *Server) Archive(ctx context.Context, r *pb.ArchiveAuditRequest) (*pb.ArchiveAuditResponse, error) {
-	cp, err := applyAs[directory.AuditCheckpoint](s, ctx, &directory.Command{ArchiveAudit: &directory.ArchiveAudit{Through: r.GetThrough(), Hash: r.GetHash()}})
+	cp, err := applyAs[directory.AuditCheckpoint](s, ctx, &directory.Command{ArchiveAudit: &directory.ArchiveAudit{From: r.GetFrom(), Through: r.GetThrough(), Hash: r.GetHash()}})
 	if err != nil {
 		return nil, err
 	}
@@ -273,17 +282,28 @@ func (s *Server) Append(ctx context.Context, r *pb.AppendAuditRequest) (*pb.Appe
 		e := EntryFromPB(pe)
 		if p.Cert != nil {
 			e.Source = p.Cert.String()
-			if e.Site != "" && e.Site != p.Cert.Site && p.Cert.Kind == "agent" {
-				return nil, status.Errorf(codes.PermissionDenied, "the agent of %s may record entries about %s only, not %s", p.Cert.Site, p.Cert.Site, e.Site)
+		}
+		if p.Cert != nil && p.Cert.Kind == pki.KindAgent {
+			// An agent speaks for its own site's sessions, mounts and jobs,
+			// numbered so that redelivery is harmless.
+			switch {
+			case e.Site != p.Cert.Site:
+				return nil, status.Errorf(codes.PermissionDenied, "the agent of %s records entries about %s only, not %q", p.Cert.Site, p.Cert.Site, e.Site)
+			case !slices.Contains(audit.AgentActions, e.Action):
+				return nil, status.Errorf(codes.PermissionDenied, "an agent records %s only, not %s", strings.Join(audit.AgentActions, ", "), e.Action)
+			case e.SourceSeq == 0:
+				return nil, broker.Errorf(broker.ErrInvalid, "entry %d has no source_seq; an agent numbers its entries (its queue does)", i+1)
 			}
 		}
 		entries[i] = e
 	}
 	cmd := &directory.Command{AppendAudit: &directory.AppendAudit{Entries: entries}}
-	if _, err := s.apply(ctx, cmd); err != nil {
+	v, err := s.apply(ctx, cmd)
+	if err != nil {
 		return nil, err
 	}
-	return &pb.AppendAuditResponse{Recorded: uint32(len(entries))}, nil
+	n, _ := v.(int)
+	return &pb.AppendAuditResponse{Recorded: uint32(n)}, nil
 }
 
 func (s *Server) Usage(ctx context.Context, r *pb.UsageRequest) (*pb.UsageResponse, error) {

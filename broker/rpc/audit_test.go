@@ -11,11 +11,13 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labfed/labfed/broker"
 	"github.com/labfed/labfed/broker/audit"
 	"github.com/labfed/labfed/broker/capability"
 	"github.com/labfed/labfed/broker/directory"
+	"github.com/labfed/labfed/broker/pki"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 	"github.com/labfed/labfed/storage/boltstate"
 )
@@ -101,5 +103,41 @@ func TestIssueFailsClosed(t *testing.T) {
 	es, _ = d.AuditEntries(directory.AuditQuery{Filter: audit.Filter{Action: audit.ActionTokenIssue, Decision: audit.Deny}})
 	if len(es) != 1 || es[0].Reason != "no grant for instrument.operate on rutgers/aquilos" {
 		t.Errorf("refusal entries %+v", es)
+	}
+}
+
+// TestAppendFromAgents: an agent records its own site's sessions, mounts
+// and jobs, numbered; the source is its certificate whatever it claims.
+func TestAppendFromAgents(t *testing.T) {
+	d, _, _ := issueFixture(t)
+	s := NewServer(Config{Replica: localReplica{d}})
+	agent := withPrincipal(context.Background(), &Principal{Method: "certificate", Cert: &pki.Identity{Site: "rutgers", Kind: pki.KindAgent, Name: "agent-1"}})
+	entry := func(site, action string, seq uint64) *pb.AuditEntry {
+		return &pb.AuditEntry{Time: timestamppb.Now(), Actor: "alice", Action: action, Site: site, Resource: "rutgers/krios-g4", Decision: "allow", SourceSeq: seq, Source: "psc/agent/other"}
+	}
+	for _, bad := range []struct {
+		e    *pb.AuditEntry
+		code codes.Code
+	}{
+		{entry("psc", audit.ActionSessionOpen, 1), codes.PermissionDenied},
+		{entry("", audit.ActionSessionOpen, 1), codes.PermissionDenied},
+		{entry("rutgers", "grant.add", 1), codes.PermissionDenied},
+		{entry("rutgers", audit.ActionSessionOpen, 0), codes.InvalidArgument},
+	} {
+		_, err := s.Append(agent, &pb.AppendAuditRequest{Entries: []*pb.AuditEntry{bad.e}})
+		if got := status.Code(toStatus(err)); got != bad.code {
+			t.Errorf("Append(%v) = %v, want %v", bad.e, err, bad.code)
+		}
+	}
+	resp, err := s.Append(agent, &pb.AppendAuditRequest{Entries: []*pb.AuditEntry{entry("rutgers", audit.ActionSessionOpen, 1), entry("rutgers", audit.ActionSessionClose, 2)}})
+	if err != nil || resp.GetRecorded() != 2 {
+		t.Fatalf("Append = %v, %v", resp, err)
+	}
+	if resp, err := s.Append(agent, &pb.AppendAuditRequest{Entries: []*pb.AuditEntry{entry("rutgers", audit.ActionSessionClose, 2)}}); err != nil || resp.GetRecorded() != 0 {
+		t.Errorf("redelivery = %v, %v; want 0 recorded", resp, err)
+	}
+	es, _ := d.AuditEntries(directory.AuditQuery{Filter: audit.Filter{Action: audit.ActionSessionOpen}})
+	if len(es) != 1 || es[0].Source != "rutgers/agent/agent-1" {
+		t.Errorf("entries %+v, want one from the agent's certificate", es)
 	}
 }

@@ -47,7 +47,13 @@ func (s *Server) Issue(ctx context.Context, r *pb.IssueTokenRequest) (*pb.IssueT
 	case user == "":
 		user = p.User.Name
 	case !p.Is(user) && !p.AdminOf(scope.Resource.Site):
-		return nil, denied(p, "issue tokens on behalf of "+user, "site-admin:"+scope.Resource.Site+" or coordinator")
+		err := denied(p, "issue tokens on behalf of "+user, "site-admin:"+scope.Resource.Site+" or coordinator")
+		e := actorEntry(p, audit.ActionTokenIssue, scope.Resource.ID(), scope.Resource.Site)
+		e.Subject, e.Decision, e.Reason = user, audit.Deny, status.Convert(toStatus(err)).Message()
+		if rerr := s.record(ctx, e); rerr != nil {
+			s.cfg.Logger.Warn("could not audit a refused token request", "by", p.Actor(), "err", rerr)
+		}
+		return nil, err
 	}
 	now := s.cfg.Now().UTC()
 	var in authz.Input

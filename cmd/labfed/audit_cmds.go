@@ -291,10 +291,13 @@ func followAudit(c *cli.Context, ac pb.AuditServiceClient, req *pb.AuditQueryReq
 }
 
 // archiveAudit exports the entries before a time into a new file, then has
-// the log drop them, MaxArchive at a time.
+// the log drop them, MaxArchive at a time. It walks the log in order from
+// its first entry (the one after the checkpoint) and stops at the first
+// entry not older than before: what is archived is always a run from the
+// checkpoint, with nothing skipped.
 func archiveAudit(ctx context.Context, ac pb.AuditServiceClient, before *timestamppb.Timestamp, path string) (int, *pb.ArchiveAuditResponse, error) {
 	var entries []*audit.Entry
-	req := &pb.AuditQueryRequest{Until: before, Oldest: true, Limit: 1000}
+	req := &pb.AuditQueryRequest{Oldest: true, Limit: 1000}
 	for {
 		resp, err := ac.Query(ctx, req)
 		if err != nil {
@@ -302,9 +305,7 @@ func archiveAudit(ctx context.Context, ac pb.AuditServiceClient, before *timesta
 		}
 		for _, pe := range resp.GetEntries() {
 			e := rpc.EntryFromPB(pe)
-			if len(entries) > 0 && e.Seq != entries[len(entries)-1].Seq+1 {
-				// Entries are archived in sequence order; stop at the first
-				// gap in time order (a later entry with an earlier time).
+			if !e.Time.Before(before.AsTime()) || (len(entries) > 0 && e.Seq != entries[len(entries)-1].Seq+1) {
 				return finishArchive(ctx, ac, entries, path)
 			}
 			entries = append(entries, &e)
@@ -327,7 +328,7 @@ func finishArchive(ctx context.Context, ac pb.AuditServiceClient, entries []*aud
 	var err error
 	for i := 0; i < len(entries); i += directory.MaxArchive {
 		last := entries[min(i+directory.MaxArchive, len(entries))-1]
-		if resp, err = ac.Archive(ctx, &pb.ArchiveAuditRequest{Through: last.Seq, Hash: last.Hash}); err != nil {
+		if resp, err = ac.Archive(ctx, &pb.ArchiveAuditRequest{From: entries[i].Seq, Through: last.Seq, Hash: last.Hash}); err != nil {
 			return 0, nil, fmt.Errorf("the archive %s is written, but removing the entries through %d failed: %w", path, last.Seq, err)
 		}
 	}

@@ -501,9 +501,11 @@ func (x *VerifyAuditResponse) GetCheckpointHash() string {
 
 type ArchiveAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Remove entries through this one, whose hash must be this.
+	// Remove entries from `from` (the first after the checkpoint) through
+	// `through`, whose hash must be `hash`.
 	Through       uint64 `protobuf:"varint,1,opt,name=through,proto3" json:"through,omitempty"`
 	Hash          string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	From          uint64 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -550,6 +552,13 @@ func (x *ArchiveAuditRequest) GetHash() string {
 		return x.Hash
 	}
 	return ""
+}
+
+func (x *ArchiveAuditRequest) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
 }
 
 type ArchiveAuditResponse struct {
@@ -933,10 +942,11 @@ const file_labfed_v1_audit_proto_rawDesc = "" +
 	"\bhead_seq\x18\x05 \x01(\x04R\aheadSeq\x12\x1b\n" +
 	"\thead_hash\x18\x06 \x01(\tR\bheadHash\x12%\n" +
 	"\x0echeckpoint_seq\x18\a \x01(\x04R\rcheckpointSeq\x12'\n" +
-	"\x0fcheckpoint_hash\x18\b \x01(\tR\x0echeckpointHash\"C\n" +
+	"\x0fcheckpoint_hash\x18\b \x01(\tR\x0echeckpointHash\"W\n" +
 	"\x13ArchiveAuditRequest\x12\x18\n" +
 	"\athrough\x18\x01 \x01(\x04R\athrough\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\tR\x04hash\"f\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x04R\x04from\"f\n" +
 	"\x14ArchiveAuditResponse\x12%\n" +
 	"\x0echeckpoint_seq\x18\x01 \x01(\x04R\rcheckpointSeq\x12'\n" +
 	"\x0fcheckpoint_hash\x18\x02 \x01(\tR\x0echeckpointHash\"E\n" +

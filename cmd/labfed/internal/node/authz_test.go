@@ -365,8 +365,8 @@ func matrix() []call {
 		{method: "Append", allowed: nil, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(pb.NewAuditServiceClient(c).Append(ctx, &pb.AppendAuditRequest{Entries: []*pb.AuditEntry{{Actor: "x", Action: "session.open", Decision: "allow", Time: timestamppb.Now()}}}))
 		}},
-		// Past the rule, entry 999999 does not exist yet.
-		{method: "Archive", allowed: coordOK, okCode: codes.InvalidArgument, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
+		// Past the rule, an archive not starting at the checkpoint is refused.
+		{method: "Archive", allowed: coordOK, okCode: codes.FailedPrecondition, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {
 			return ignore(pb.NewAuditServiceClient(c).Archive(ctx, &pb.ArchiveAuditRequest{Through: 999999, Hash: "x"}))
 		}},
 		{method: "Usage", allowed: admins, do: func(ctx context.Context, c *grpc.ClientConn, _ string) error {

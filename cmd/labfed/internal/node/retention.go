@@ -38,44 +38,53 @@ func (n *Node) archiveLoop(ctx context.Context) {
 }
 
 // archiveOnce archives up to MaxArchive consecutive entries older than
-// before: into a new file first (synced), then out of the log. It returns
-// how many it archived.
+// before, from the checkpoint on: into a new file first (synced), then out
+// of the log. It returns how many it archived.
 func (n *Node) archiveOnce(ctx context.Context, before time.Time) (int, error) {
 	d := n.replica.Directory()
 	cp, err := d.AuditCheckpoint()
 	if err != nil {
 		return 0, err
 	}
-	es, err := d.AuditEntries(directory.AuditQuery{After: cp.Seq, Limit: directory.MaxArchive})
-	if err != nil {
-		return 0, err
+	var es []*audit.Entry
+	for len(es) < directory.MaxArchive {
+		page, err := d.AuditEntries(directory.AuditQuery{After: cp.Seq + uint64(len(es)), Limit: 1000})
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range page {
+			if e.Seq != cp.Seq+uint64(len(es))+1 || !e.Time.Before(before) || len(es) == directory.MaxArchive {
+				page = nil
+				break
+			}
+			es = append(es, e)
+		}
+		if len(page) < 1000 {
+			break
+		}
 	}
-	// Consecutive from the checkpoint, while older than before.
-	k := 0
-	for k < len(es) && es[k].Seq == cp.Seq+uint64(k)+1 && es[k].Time.Before(before) {
-		k++
-	}
-	if k == 0 {
+	if len(es) == 0 {
 		return 0, nil
 	}
-	es = es[:k]
 	dir := n.cfg.Audit.ArchiveDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
 	}
-	path := filepath.Join(dir, fmt.Sprintf("audit-%020d-%020d.jsonl", es[0].Seq, es[k-1].Seq))
+	first, last := es[0], es[len(es)-1]
+	path := filepath.Join(dir, fmt.Sprintf("audit-%020d-%020d.jsonl", first.Seq, last.Seq))
 	if err := audit.CreateArchive(path, es); err != nil {
 		return 0, err
 	}
-	last := es[k-1]
 	_, err = n.replica.Apply(ctx, &directory.Command{Time: time.Now().UTC(), Actor: n.cfg.Site + "/broker/" + n.cfg.Node,
-		ArchiveAudit: &directory.ArchiveAudit{Through: last.Seq, Hash: last.Hash}})
+		ArchiveAudit: &directory.ArchiveAudit{From: first.Seq, Through: last.Seq, Hash: last.Hash}})
 	if err != nil {
-		// The file stays: harmless, and the next round writes a new one
-		// from the same checkpoint.
-		os.Rename(path, path+".unused")
+		// The outcome may be unknown (a timeout, a lost leadership): the
+		// file is kept unless the log still holds the entries.
+		if now, cerr := d.AuditCheckpoint(); cerr == nil && now.Seq < first.Seq {
+			os.Rename(path, path+".unused")
+		}
 		return 0, err
 	}
-	n.log.Info("audit retention: archived entries", "first", es[0].Seq, "last", last.Seq, "file", path)
-	return k, nil
+	n.log.Info("audit retention: archived entries", "first", first.Seq, "last", last.Seq, "file", path)
+	return len(es), nil
 }
