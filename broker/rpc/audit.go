@@ -196,11 +196,18 @@ func (s *Server) Follow(r *pb.AuditQueryRequest, stream grpc.ServerStreamingServ
 		if n != nil {
 			changed = n.Changed()
 		}
+		// Who may read what is decided again each round: a logout, an
+		// ended session or a role taken away ends or narrows the stream.
+		p, err := s.authenticate(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		q.Keep = auditVisible(p)
 		// Read the head first, then the entries up to it: entries
 		// committed meanwhile are left for the next round, never skipped.
 		var head uint64
 		var es []*audit.Entry
-		err := s.local(ctx, func(d *directory.Directory) (err error) {
+		err = s.local(ctx, func(d *directory.Directory) (err error) {
 			if head, _, err = d.AuditHead(); err != nil {
 				return err
 			}
@@ -281,7 +288,7 @@ func (s *Server) Append(ctx context.Context, r *pb.AppendAuditRequest) (*pb.Appe
 	for i, pe := range r.GetEntries() {
 		e := EntryFromPB(pe)
 		if p.Cert != nil {
-			e.Source = p.Cert.String()
+			e.Source = p.Cert.String() + queueGeneration(e.Source)
 		}
 		if p.Cert != nil && p.Cert.Kind == pki.KindAgent {
 			// An agent speaks for its own site's sessions, mounts and jobs,
@@ -304,6 +311,18 @@ func (s *Server) Append(ctx context.Context, r *pb.AppendAuditRequest) (*pb.Appe
 	}
 	n, _ := v.(int)
 	return &pb.AppendAuditResponse{Recorded: uint32(n)}, nil
+}
+
+// queueGeneration keeps the "#GENERATION" an agent appends to its source
+// (its queue file's identity, storage/auditqueue), so numbering that
+// restarts with a new queue file is not taken for redelivery. Anything
+// else after '#' is dropped.
+func queueGeneration(source string) string {
+	_, gen, ok := strings.Cut(source, "#")
+	if !ok || len(gen) == 0 || len(gen) > 32 || strings.Trim(gen, "0123456789abcdef") != "" {
+		return ""
+	}
+	return "#" + gen
 }
 
 func (s *Server) Usage(ctx context.Context, r *pb.UsageRequest) (*pb.UsageResponse, error) {

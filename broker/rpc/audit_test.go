@@ -140,4 +140,14 @@ func TestAppendFromAgents(t *testing.T) {
 	if len(es) != 1 || es[0].Source != "rutgers/agent/agent-1" {
 		t.Errorf("entries %+v, want one from the agent's certificate", es)
 	}
+	// A new queue file (another generation) numbers from 1 again: recorded.
+	fresh := entry("rutgers", audit.ActionSessionOpen, 1)
+	fresh.Source = "whatever#0a1b2c3d"
+	if resp, err := s.Append(agent, &pb.AppendAuditRequest{Entries: []*pb.AuditEntry{fresh}}); err != nil || resp.GetRecorded() != 1 {
+		t.Errorf("entry 1 of a new queue = %v, %v; want recorded", resp, err)
+	}
+	es, _ = d.AuditEntries(directory.AuditQuery{Filter: audit.Filter{Action: audit.ActionSessionOpen}})
+	if len(es) != 2 || es[1].Source != "rutgers/agent/agent-1#0a1b2c3d" {
+		t.Errorf("entries %+v", es)
+	}
 }

@@ -30,7 +30,9 @@
 package auditqueue
 
 import (
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,7 +66,8 @@ var _ audit.Queue = (*Queue)(nil)
 // Queue is an audit.Queue in one bbolt file. It is safe for concurrent use;
 // concurrent Adds are numbered in the order their transactions commit.
 type Queue struct {
-	db *bolt.DB
+	db         *bolt.DB
+	generation string
 }
 
 // Open opens the queue in the file at path, creating it (mode 0600) if it
@@ -89,20 +92,40 @@ func open(path string, timeout time.Duration) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditqueue: open %s: %w", path, err)
 	}
+	var gen string
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range []string{entriesBucket, metaBucket} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return fmt.Errorf("create bucket %q: %w", name, err)
 			}
 		}
-		return nil
+		meta := tx.Bucket([]byte(metaBucket))
+		if g := meta.Get([]byte(generationKey)); g != nil {
+			gen = string(g)
+			return nil
+		}
+		b := make([]byte, 8)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		gen = hex.EncodeToString(b)
+		return meta.Put([]byte(generationKey), []byte(gen))
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("auditqueue: open %s: %w", path, err)
 	}
-	return &Queue{db: db}, nil
+	return &Queue{db: db, generation: gen}, nil
 }
+
+// generationKey names the queue file's random identity in the meta bucket.
+const generationKey = "generation"
+
+// Generation is the queue file's random identity, made when the file was
+// created. Numbers restart at 1 in a new file, so an agent sends its
+// entries as SOURCE#GENERATION: the broker tells a new queue's entry 1
+// from a redelivery of the old one's.
+func (q *Queue) Generation() string { return q.generation }
 
 // Close waits for transactions in progress and closes the file.
 func (q *Queue) Close() error {

@@ -698,3 +698,22 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestGeneration: a queue file keeps its identity across reopening; a new
+// file has another, so a broker tells its entry 1 from the old file's.
+func TestGeneration(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "q.db")
+	q := openQueue(t, path)
+	g := q.Generation()
+	if len(g) != 16 {
+		t.Fatalf("generation %q, want 16 hex digits", g)
+	}
+	q.Close()
+	if again := openQueue(t, path).Generation(); again != g {
+		t.Errorf("reopened queue has generation %q, want %q", again, g)
+	}
+	if other := openQueue(t, filepath.Join(dir, "other.db")).Generation(); other == g {
+		t.Errorf("a new queue file has the same generation %q", g)
+	}
+}

@@ -30,7 +30,7 @@ func TestAgentEntriesSurviveLostBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q.Close() })
-	ship := audit.NewShipper("rutgers/agent/agent-1", q, cl.AuditSink(), audit.ShipperOptions{MaxBackoff: 200 * time.Millisecond})
+	ship := audit.NewShipper("rutgers/agent/agent-1#"+q.Generation(), q, cl.AuditSink(), audit.ShipperOptions{MaxBackoff: 200 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { ship.Run(ctx); close(done) }()
@@ -82,7 +82,7 @@ func TestAgentEntriesSurviveLostBroker(t *testing.T) {
 	}
 	var got []string
 	for _, e := range resp.GetEntries() {
-		if e.GetSource() == "rutgers/agent/agent-1" {
+		if e.GetSource() == "rutgers/agent/agent-1#"+q.Generation() {
 			got = append(got, e.GetAction()+" "+e.GetDetails()["session"])
 		}
 	}

@@ -3,6 +3,9 @@ package node
 import (
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/labfed/labfed/broker"
 	pb "github.com/labfed/labfed/proto/labfed/v1"
 )
@@ -79,4 +82,31 @@ func equalSeqs(a, b []uint64) bool {
 		}
 	}
 	return true
+}
+
+// TestFollowEndsWithTheSession: a researcher's audit stream ends once her
+// session is revoked, rather than going on under the old decision.
+func TestFollowEndsWithTheSession(t *testing.T) {
+	tn := authzFixture(t)
+	tok := tn.session(t, "rita", false)
+	stream, err := pb.NewAuditServiceClient(tn.sessionConn(t, tok)).Follow(callCtx(t), &pb.AuditQueryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord := lgn(tn.sessionConn(t, tn.session(t, "alice", false)))
+	if _, err := coord.RevokeSessions(callCtx(t), &pb.RevokeSessionsRequest{User: "rita"}); err != nil {
+		t.Fatal(err)
+	}
+	// The revocation is itself an entry about rita: the stream wakes, finds
+	// the session gone, and ends.
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("stream ended with %v, want Unauthenticated", err)
+		}
+		return
+	}
 }
