@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // UsageRow is one line of a usage report.
@@ -32,55 +33,73 @@ const (
 // else for every project projectsOf lists, or "(none)". Rows are sorted
 // by key.
 func Usage(entries []*Entry, by string, projectsOf func(user string) []string) ([]UsageRow, error) {
+	t, err := NewTally(by, projectsOf)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		t.Add(e)
+	}
+	return t.Rows(), nil
+}
+
+// Tally sums usage one entry at a time (see Usage), so a report over a
+// large log need not hold its entries.
+type Tally struct {
+	by         string
+	projectsOf func(string) []string
+	projects   map[string][]string // projectsOf, asked once per user
+	rows       map[string]*UsageRow
+}
+
+// NewTally starts a usage report grouped by site, user or project.
+func NewTally(by string, projectsOf func(user string) []string) (*Tally, error) {
 	if by != BySite && by != ByUser && by != ByProject {
 		return nil, fmt.Errorf("--by %q: give site, user or project", by)
 	}
-	rows := map[string]*UsageRow{}
-	for _, e := range entries {
-		if e.Decision != Allow {
-			continue
-		}
-		var add func(r *UsageRow)
-		switch e.Action {
-		case ActionSessionOpen:
-			add = func(r *UsageRow) { r.Sessions++ }
-		case ActionSessionClose:
-			h := seconds(e) / 3600
-			add = func(r *UsageRow) { r.InstrumentHours += h }
-		case ActionJobSubmit:
-			add = func(r *UsageRow) { r.Jobs++ }
-		case ActionJobFinish, ActionJobFail:
-			gpus := nonNegative(e.Details[DetailGPUs])
-			h := seconds(e) * gpus / 3600
-			add = func(r *UsageRow) { r.GPUHours += h }
-		case ActionTokenIssue:
-			add = func(r *UsageRow) { r.Tokens++ }
-		default:
-			continue
-		}
-		for _, k := range keysOf(e, by, projectsOf) {
-			r := rows[k]
-			if r == nil {
-				r = &UsageRow{Key: k}
-				rows[k] = r
-			}
-			add(r)
-		}
+	return &Tally{by: by, projectsOf: projectsOf, projects: map[string][]string{}, rows: map[string]*UsageRow{}}, nil
+}
+
+// Add counts e, if it is an allowed entry usage is made of.
+func (t *Tally) Add(e *Entry) {
+	if e.Decision != Allow {
+		return
 	}
-	out := make([]UsageRow, 0, len(rows))
-	for _, r := range rows {
+	var add func(r *UsageRow)
+	switch e.Action {
+	case ActionSessionOpen:
+		add = func(r *UsageRow) { r.Sessions++ }
+	case ActionSessionClose:
+		h := seconds(e) / 3600
+		add = func(r *UsageRow) { r.InstrumentHours += h }
+	case ActionJobSubmit:
+		add = func(r *UsageRow) { r.Jobs++ }
+	case ActionJobFinish, ActionJobFail:
+		h := seconds(e) * nonNegative(e.Details[DetailGPUs]) / 3600
+		add = func(r *UsageRow) { r.GPUHours += h }
+	case ActionTokenIssue:
+		add = func(r *UsageRow) { r.Tokens++ }
+	default:
+		return
+	}
+	for _, k := range t.keysOf(e) {
+		r := t.rows[k]
+		if r == nil {
+			r = &UsageRow{Key: k}
+			t.rows[k] = r
+		}
+		add(r)
+	}
+}
+
+// Rows returns the report, sorted by key.
+func (t *Tally) Rows() []UsageRow {
+	out := make([]UsageRow, 0, len(t.rows))
+	for _, r := range t.rows {
 		out = append(out, *r)
 	}
-	slices.SortFunc(out, func(a, b UsageRow) int {
-		switch {
-		case a.Key < b.Key:
-			return -1
-		case a.Key > b.Key:
-			return 1
-		}
-		return 0
-	})
-	return out, nil
+	slices.SortFunc(out, func(a, b UsageRow) int { return strings.Compare(a.Key, b.Key) })
+	return out
 }
 
 func seconds(e *Entry) float64 { return nonNegative(e.Details[DetailSeconds]) }
@@ -102,8 +121,8 @@ func (e *Entry) user() string {
 	return e.Actor
 }
 
-func keysOf(e *Entry, by string, projectsOf func(string) []string) []string {
-	switch by {
+func (t *Tally) keysOf(e *Entry) []string {
+	switch t.by {
 	case BySite:
 		return []string{orNone(e.Site)}
 	case ByUser:
@@ -112,8 +131,14 @@ func keysOf(e *Entry, by string, projectsOf func(string) []string) []string {
 	if p := e.Details["project"]; p != "" {
 		return []string{p}
 	}
-	if projectsOf != nil {
-		if ps := projectsOf(e.user()); len(ps) > 0 {
+	if t.projectsOf != nil {
+		u := e.user()
+		ps, ok := t.projects[u]
+		if !ok {
+			ps = t.projectsOf(u)
+			t.projects[u] = ps
+		}
+		if len(ps) > 0 {
 			return ps
 		}
 	}

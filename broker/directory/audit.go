@@ -446,8 +446,27 @@ type seeker interface {
 // (user, resource, site), else the time index when a start time is given,
 // else the log itself.
 func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
-	var out []*audit.Entry
-	err := d.store.View(func(tx Tx) error {
+	out := []*audit.Entry{}
+	byTime, err := d.auditScan(q, func(e *audit.Entry) error { out = append(out, e); return nil })
+	if byTime {
+		slices.SortFunc(out, func(a, b *audit.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
+	}
+	return out, err
+}
+
+// AuditEach calls fn for each entry AuditEntries would return, without
+// holding them all: in sequence order, except for an unbounded time range
+// (no Limit, no After, oldest first), which comes in time order. An error
+// from fn stops the walk and is returned.
+func (d *Directory) AuditEach(q AuditQuery, fn func(*audit.Entry) error) error {
+	_, err := d.auditScan(q, fn)
+	return err
+}
+
+// auditScan walks q's entries; byTime says it went through the time index.
+func (d *Directory) auditScan(q AuditQuery, visit func(*audit.Entry) error) (byTime bool, err error) {
+	n := 0
+	err = d.store.View(func(tx Tx) error {
 		sk, ok := tx.(seeker)
 		if !ok {
 			return errors.New("directory: the store cannot seek; audit queries need it")
@@ -464,8 +483,11 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 			if e.Seq <= q.After || (q.Through > 0 && e.Seq > q.Through) || !q.Filter.Match(&e) || (q.Keep != nil && !q.Keep(&e)) {
 				return nil
 			}
-			out = append(out, &e)
-			if q.Limit > 0 && len(out) >= q.Limit {
+			if err := visit(&e); err != nil {
+				return err
+			}
+			n++
+			if q.Limit > 0 && n >= q.Limit {
 				return errStop
 			}
 			return nil
@@ -514,16 +536,16 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 			})
 		case !f.Since.IsZero() && !q.Newest && q.After == 0 && q.Limit == 0:
 			// Everything in a time range (usage): through the time index,
-			// then back into sequence order. With a limit or a cursor the
-			// log is walked in order instead, since time order and
-			// sequence order differ for entries that arrive late.
+			// in time order. With a limit or a cursor the log is walked in
+			// sequence order instead, since the two differ for entries
+			// that arrive late.
+			byTime = true
 			err = sk.Seek(bAuditByTime, timeKey(f.Since), false, func(k string, _ []byte) error {
 				if !f.Until.IsZero() && k >= timeKey(f.Until) {
 					return errStop
 				}
 				return take(k[strings.IndexByte(k, 0)+1:])
 			})
-			slices.SortFunc(out, func(a, b *audit.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 		default:
 			from := seqKey(q.After + 1)
 			if q.Newest {
@@ -541,10 +563,7 @@ func (d *Directory) AuditEntries(q AuditQuery) ([]*audit.Entry, error) {
 		}
 		return err
 	})
-	if out == nil {
-		out = []*audit.Entry{}
-	}
-	return out, err
+	return byTime, err
 }
 
 // hasBelow reports whether any entry names a resource below r (r/…).

@@ -335,14 +335,15 @@ func (s *Server) Usage(ctx context.Context, r *pb.UsageRequest) (*pb.UsageRespon
 	}
 	var rows []audit.UsageRow
 	err := s.cfg.Replica.Read(ctx, false, func(d *directory.Directory) error {
-		es, err := d.AuditEntries(directory.AuditQuery{Filter: f, Keep: auditVisible(caller(ctx))})
-		if err != nil {
-			return err
-		}
-		rows, err = audit.Usage(es, r.GetBy(), d.ProjectsOf)
+		t, err := audit.NewTally(r.GetBy(), d.ProjectsOf)
 		if err != nil {
 			return broker.Errorf(broker.ErrInvalid, "%v", err)
 		}
+		q := directory.AuditQuery{Filter: f, Keep: auditVisible(caller(ctx))}
+		if err := d.AuditEach(q, func(e *audit.Entry) error { t.Add(e); return ctx.Err() }); err != nil {
+			return err
+		}
+		rows = t.Rows()
 		return nil
 	})
 	if err != nil {
