@@ -151,3 +151,29 @@ func TestAppendFromAgents(t *testing.T) {
 		t.Errorf("entries %+v", es)
 	}
 }
+
+// TestStreamsPerCallerBounded: a caller may keep MaxStreamsPerCaller
+// streams open; one more is refused until one closes.
+func TestStreamsPerCallerBounded(t *testing.T) {
+	s := NewServer(Config{})
+	var releases []func()
+	for range MaxStreamsPerCaller {
+		r, err := s.openStream("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := s.openStream("alice"); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("stream %d = %v, want ResourceExhausted", MaxStreamsPerCaller+1, err)
+	}
+	if r, err := s.openStream("bob"); err != nil {
+		t.Fatalf("another caller refused: %v", err)
+	} else {
+		r()
+	}
+	releases[0]()
+	if _, err := s.openStream("alice"); err != nil {
+		t.Errorf("after closing one: %v", err)
+	}
+}

@@ -91,6 +91,8 @@ type Server struct {
 	cfg   Config
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	// streams counts the open streams per caller (openStream).
+	streams map[string]int
 }
 
 // NewServer returns a server; register it with Register.

@@ -68,8 +68,37 @@ func (s *Server) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 				return toStatus(err)
 			}
 		}
+		release, err := s.openStream(p.Actor())
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	return toStatus(handler(srv, &principalStream{ServerStream: ss, ctx: ctx}))
+}
+
+// MaxStreamsPerCaller bounds the streams one caller keeps open on a
+// broker: an agent needs one trust stream, a person a few follows.
+const MaxStreamsPerCaller = 16
+
+// openStream counts a stream of actor, refusing one beyond the bound.
+func (s *Server) openStream(actor string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams == nil {
+		s.streams = map[string]int{}
+	}
+	if s.streams[actor] >= MaxStreamsPerCaller {
+		return nil, status.Errorf(codes.ResourceExhausted, "%s already has %d streams open on this broker; close some", actor, MaxStreamsPerCaller)
+	}
+	s.streams[actor]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.streams[actor]--; s.streams[actor] == 0 {
+			delete(s.streams, actor)
+		}
+	}, nil
 }
 
 type principalStream struct {
