@@ -423,6 +423,11 @@ func (d *Directory) AuditHead() (seq uint64, hash string, err error) {
 	return seq, hash, err
 }
 
+// AuditEntry returns entry seq as this replica holds it.
+func (d *Directory) AuditEntry(seq uint64) (*audit.Entry, error) {
+	return get[audit.Entry](d, bAudit, seqKey(seq), broker.Errorf(broker.ErrNotFound, "audit entry %d is not in this node's log (archived, or not yet applied)", seq))
+}
+
 // AuditQuery selects entries: Filter, the visibility rule keep (nil keeps
 // all), entries after After (a sequence number, for paging and following),
 // at most Limit (0: no limit), newest first when Newest.

@@ -241,9 +241,16 @@ func (s *Server) Follow(r *pb.AuditQueryRequest, stream grpc.ServerStreamingServ
 	}
 }
 
-func (s *Server) Verify(ctx context.Context, _ *pb.VerifyAuditRequest) (*pb.VerifyAuditResponse, error) {
+func (s *Server) Verify(ctx context.Context, r *pb.VerifyAuditRequest) (*pb.VerifyAuditResponse, error) {
 	resp := &pb.VerifyAuditResponse{}
 	err := s.local(ctx, func(d *directory.Directory) error {
+		if r.GetAtSeq() > 0 {
+			e, err := d.AuditEntry(r.GetAtSeq())
+			if err != nil {
+				return err
+			}
+			resp.AtHash = e.Hash
+		}
 		bad, why, checked, err := d.VerifyAudit()
 		if err != nil {
 			return err

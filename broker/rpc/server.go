@@ -674,10 +674,14 @@ func (s *Server) RemovePeer(ctx context.Context, r *pb.RemovePeerRequest) (*pb.R
 
 func (s *Server) ListPeers(ctx context.Context, r *pb.ListPeersRequest) (*pb.ListPeersResponse, error) {
 	resp := &pb.ListPeersResponse{}
-	err := s.read(ctx, r.GetRead(), func(*directory.Directory) error {
+	err := s.read(ctx, r.GetRead(), func(d *directory.Directory) error {
 		peers, err := s.cfg.Replica.Peers()
 		for _, p := range peers {
-			resp.Peers = append(resp.Peers, &pb.Peer{Id: p.ID, Addr: p.Addr, Suffrage: p.Suffrage, Leader: p.Leader})
+			pp := &pb.Peer{Id: p.ID, Addr: p.Addr, Suffrage: p.Suffrage, Leader: p.Leader}
+			if n, err := d.Node(p.ID); err == nil {
+				pp.ApiAddr = n.APIAddr
+			}
+			resp.Peers = append(resp.Peers, pp)
 		}
 		return err
 	})

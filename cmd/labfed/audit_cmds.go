@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -144,6 +145,7 @@ func auditCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "state", Usage: "check this bbolt `FILE` offline"},
 					&cli.StringFlag{Name: "archive", Usage: "check an archive `FILE` written by labfed audit archive"},
+					&cli.BoolFlag{Name: "all", Usage: "verify on every broker and compare their logs at the same entry (a replica whose log or state was changed stands out)"},
 					jsonFlag(),
 				},
 				Action: func(c *cli.Context) error {
@@ -154,6 +156,9 @@ func auditCommand() *cli.Command {
 					var err error
 					if path := c.String("archive"); path != "" {
 						return verifyArchiveFile(c, path)
+					}
+					if c.Bool("all") {
+						return withClient(verifyAllReplicas)(c)
 					}
 					if path := c.String("state"); path != "" {
 						resp, err = verifyStateFile(path)
@@ -357,6 +362,81 @@ func verifyArchiveFile(c *cli.Context, path string) error {
 		fmt.Fprintf(c.App.Writer, "intact: entries %d-%d; the log's checkpoint must be %s\n", s.First, s.Last, s.Hash)
 	}
 	return nil
+}
+
+// verifyAllReplicas has every broker verify its own log, then compares
+// their hashes of the newest entry all of them hold: each chain may be
+// intact on its own and still differ from the others, if a replica's log
+// or state was changed before it applied it.
+func verifyAllReplicas(c *cli.Context, cl *client.Client, ctx context.Context) error {
+	peers, err := cl.Cluster.ListPeers(ctx, &pb.ListPeersRequest{})
+	if err != nil {
+		return err
+	}
+	opts, err := clientOptions(c)
+	if err != nil {
+		return err
+	}
+	type replica struct {
+		id   string
+		ac   pb.AuditServiceClient
+		head uint64
+	}
+	var rs []*replica
+	var common uint64 = ^uint64(0)
+	for _, p := range peers.GetPeers() {
+		if p.GetApiAddr() == "" {
+			return fmt.Errorf("broker %s has no registered API address; cannot verify it", p.GetId())
+		}
+		pc, err := client.Dial(p.GetApiAddr(), opts)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		r := &replica{id: p.GetId(), ac: pb.NewAuditServiceClient(pc.Conn())}
+		v, err := r.ac.Verify(ctx, &pb.VerifyAuditRequest{})
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.id, err)
+		}
+		if !v.GetIntact() {
+			return fmt.Errorf("audit chain broken on %s at entry %d: %s", r.id, v.GetBadSeq(), v.GetReason())
+		}
+		r.head = v.GetHeadSeq()
+		common = min(common, r.head)
+		rs = append(rs, r)
+	}
+	hashes := map[string][]string{}
+	for _, r := range rs {
+		v, err := r.ac.Verify(ctx, &pb.VerifyAuditRequest{AtSeq: common})
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.id, err)
+		}
+		hashes[v.GetAtHash()] = append(hashes[v.GetAtHash()], r.id)
+	}
+	if len(hashes) > 1 {
+		var parts []string
+		for h, ids := range hashes {
+			parts = append(parts, fmt.Sprintf("%s on %s", short(h), strings.Join(ids, ",")))
+		}
+		slices.Sort(parts)
+		return fmt.Errorf("the brokers' logs differ at entry %d: %s; the odd one out was changed", common, strings.Join(parts, "; "))
+	}
+	if c.Bool("json") {
+		for h := range hashes {
+			return printJSON(c.App.Writer, map[string]any{"intact": true, "brokers": len(rs), "seq": common, "hash": h})
+		}
+	}
+	for h := range hashes {
+		fmt.Fprintf(c.App.Writer, "intact on all %d brokers; they agree at entry %d (%s)\n", len(rs), common, h)
+	}
+	return nil
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
 }
 
 // verifyStateFile checks the chain in a broker's state file.

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/labfed/labfed/cmd/labfed/internal/node"
 )
 
 // TestAuditCommands: the audit trail through the CLI: listing with
@@ -180,13 +182,42 @@ func TestAuditCommands(t *testing.T) {
 		t.Errorf("archiving again = %q, %v; want nothing to archive", out, err)
 	}
 
-	// Stop a broker and flip one byte of an entry in its state file.
-	victim := f.nodes[2]
-	state := filepath.Join(f.cfgs[2].DataDir, "state.db")
+	// Every broker's log, compared at the same entry.
+	if out, err := cli("audit", "verify", "--all"); err != nil || !strings.HasPrefix(out, "intact on all 3 brokers") {
+		t.Fatalf("audit verify --all = %q, %v", out, err)
+	}
+	// A broker whose Raft log was changed while it was down replays the
+	// changed command into a chain that is intact on its own but differs
+	// from the others'.
+	f.nodes[2].Close()
+	raftDB := filepath.Join(f.cfgs[2].DataDir, "raft.db")
+	rb, err := os.ReadFile(raftDB)
+	if err != nil || !bytes.Contains(rb, []byte(`"subject":"user:bob"`)) {
+		t.Fatalf("raft.db: %v", err)
+	}
+	if err := os.WriteFile(raftDB, bytes.ReplaceAll(rb, []byte(`"subject":"user:bob"`), []byte(`"subject":"user:bcb"`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := node.Start(context.Background(), node.Options{Config: f.cfgs[2], Logger: f.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.nodes[2] = restarted
+	waitHead(t, adminCLI(f, dir, 0), adminCLI(f, dir, 2))
+	out, err = cli("audit", "verify", "--all")
+	if err == nil || !strings.Contains(errorLine(err), "the brokers' logs differ at entry") || !strings.Contains(errorLine(err), f.cfgs[2].Node) {
+		t.Fatalf("audit verify --all with a changed replica = %q, %v", out, err)
+	}
+	t.Logf("changed replica: %s", errorLine(err))
+
+	// Stop a broker (not the changed one) and flip one byte of an entry in
+	// its state file.
+	victim := f.nodes[1]
+	state := filepath.Join(f.cfgs[1].DataDir, "state.db")
 	if _, err := cli("token", "issue", "--scope", "instrument.view:rutgers/krios-g4", "--user", "bob"); err != nil {
 		t.Fatal(errorLine(err))
 	}
-	waitHead(t, adminCLI(f, dir, 0), adminCLI(f, dir, 2))
+	waitHead(t, adminCLI(f, dir, 0), adminCLI(f, dir, 1))
 	out, err = cli("audit", "--user", "bob", "--action", "token.issue", "--limit", "1", "--json")
 	var last []map[string]any
 	if err != nil || json.Unmarshal([]byte(out), &last) != nil || len(last) != 1 {
@@ -221,22 +252,35 @@ func flipEntryByte(t *testing.T, n interface{ Close() error }, path, marker stri
 	}
 }
 
-// waitHead waits until the node of nodeCLI holds the leader's audit head.
+// waitHead waits until the node of nodeCLI holds the leader's audit head
+// (a node that just restarted refuses until it has caught up).
 func waitHead(t *testing.T, leaderCLI, nodeCLI func(...string) (string, error)) {
 	t.Helper()
-	head := func(cli func(...string) (string, error)) float64 {
+	head := func(cli func(...string) (string, error)) (float64, error) {
 		out, err := cli("audit", "verify", "--json")
 		var v map[string]any
-		if err != nil || json.Unmarshal([]byte(out), &v) != nil {
-			t.Fatalf("audit verify = %q, %v", out, err)
+		if err != nil {
+			return 0, err
 		}
-		return v["head_seq"].(float64)
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			return 0, err
+		}
+		return v["head_seq"].(float64), nil
 	}
-	want := head(leaderCLI)
-	for deadline := time.Now().Add(5 * time.Second); head(nodeCLI) < want; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not reach audit entry %v", want)
+	want, err := head(leaderCLI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := head(nodeCLI)
+		if err == nil && got >= want {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not reach audit entry %v: %v, %v", want, got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -361,7 +361,10 @@ func (x *AuditQueryResponse) GetEntries() []*AuditEntry {
 }
 
 type VerifyAuditRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also report this node's hash of entry at_seq (0: none), so replicas
+	// can be compared at the same point of the log.
+	AtSeq         uint64 `protobuf:"varint,1,opt,name=at_seq,json=atSeq,proto3" json:"at_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,6 +399,13 @@ func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
 	return file_labfed_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
+func (x *VerifyAuditRequest) GetAtSeq() uint64 {
+	if x != nil {
+		return x.AtSeq
+	}
+	return 0
+}
+
 type VerifyAuditResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Intact  bool                   `protobuf:"varint,1,opt,name=intact,proto3" json:"intact,omitempty"`
@@ -409,6 +419,7 @@ type VerifyAuditResponse struct {
 	// nothing was archived.
 	CheckpointSeq  uint64 `protobuf:"varint,7,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
 	CheckpointHash string `protobuf:"bytes,8,opt,name=checkpoint_hash,json=checkpointHash,proto3" json:"checkpoint_hash,omitempty"`
+	AtHash         string `protobuf:"bytes,9,opt,name=at_hash,json=atHash,proto3" json:"at_hash,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -495,6 +506,13 @@ func (x *VerifyAuditResponse) GetCheckpointSeq() uint64 {
 func (x *VerifyAuditResponse) GetCheckpointHash() string {
 	if x != nil {
 		return x.CheckpointHash
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetAtHash() string {
+	if x != nil {
+		return x.AtHash
 	}
 	return ""
 }
@@ -932,8 +950,9 @@ const file_labfed_v1_audit_proto_rawDesc = "" +
 	"\x06oldest\x18\n" +
 	" \x01(\bR\x06oldest\"E\n" +
 	"\x12AuditQueryResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.labfed.v1.AuditEntryR\aentries\"\x14\n" +
-	"\x12VerifyAuditRequest\"\x80\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.labfed.v1.AuditEntryR\aentries\"+\n" +
+	"\x12VerifyAuditRequest\x12\x15\n" +
+	"\x06at_seq\x18\x01 \x01(\x04R\x05atSeq\"\x99\x02\n" +
 	"\x13VerifyAuditResponse\x12\x16\n" +
 	"\x06intact\x18\x01 \x01(\bR\x06intact\x12\x18\n" +
 	"\achecked\x18\x02 \x01(\x04R\achecked\x12\x17\n" +
@@ -942,7 +961,8 @@ const file_labfed_v1_audit_proto_rawDesc = "" +
 	"\bhead_seq\x18\x05 \x01(\x04R\aheadSeq\x12\x1b\n" +
 	"\thead_hash\x18\x06 \x01(\tR\bheadHash\x12%\n" +
 	"\x0echeckpoint_seq\x18\a \x01(\x04R\rcheckpointSeq\x12'\n" +
-	"\x0fcheckpoint_hash\x18\b \x01(\tR\x0echeckpointHash\"W\n" +
+	"\x0fcheckpoint_hash\x18\b \x01(\tR\x0echeckpointHash\x12\x17\n" +
+	"\aat_hash\x18\t \x01(\tR\x06atHash\"W\n" +
 	"\x13ArchiveAuditRequest\x12\x18\n" +
 	"\athrough\x18\x01 \x01(\x04R\athrough\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +

@@ -2393,11 +2393,13 @@ func (x *RevokeKeyRequest) GetReason() string {
 }
 
 type Peer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Suffrage      string                 `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"` // voter or nonvoter
-	Leader        bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr     string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Suffrage string                 `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"` // voter or nonvoter
+	Leader   bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The peer's API address, from its registration in the directory.
+	ApiAddr       string `protobuf:"bytes,5,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2458,6 +2460,13 @@ func (x *Peer) GetLeader() bool {
 		return x.Leader
 	}
 	return false
+}
+
+func (x *Peer) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
 }
 
 type JoinRequest struct {
@@ -3150,12 +3159,13 @@ const file_labfed_v1_directory_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\v2\x15.labfed.v1.SigningKeyR\x03key\"<\n" +
 	"\x10RevokeKeyRequest\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"^\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"y\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\x88\x02\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
+	"\bapi_addr\x18\x05 \x01(\tR\aapiAddr\"\x88\x02\n" +
 	"\vJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x1b\n" +
