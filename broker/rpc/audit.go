@@ -26,7 +26,9 @@ const DefaultAuditLimit = 100
 // once they are committed. An error means the decision they record must
 // not take effect (fail closed).
 func (s *Server) record(ctx context.Context, entries ...audit.Entry) error {
-	source := s.cfg.Login.Site
+	// The same source whether the entry is applied here or sent to the
+	// leader's Append, which names this broker by its certificate.
+	source := s.cfg.Self
 	for i := range entries {
 		if entries[i].Time.IsZero() {
 			entries[i].Time = s.cfg.Now().UTC()

@@ -65,6 +65,9 @@ type Config struct {
 	Discovery Discovery
 	// Signer signs capability tokens with this broker's key.
 	Signer TokenSigner
+	// Self names this broker as its certificate does (site/broker/node):
+	// the source of the audit entries it records.
+	Self string
 	// Keys rotates this broker's signing key; nil when it cannot.
 	Keys KeyRotator
 	// Reporter changes this site's offer; nil without gossip.

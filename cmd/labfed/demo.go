@@ -1072,6 +1072,8 @@ func checkEntryFields(e *pb.AuditEntry) error {
 		return fmt.Errorf("entry %d has no actor or hash", e.GetSeq())
 	case e.GetAction() == "token.issue" && (e.GetSite() == "" || e.GetResource() == "" || e.GetSubject() == ""):
 		return fmt.Errorf("token entry %d does not name its site, resource and user", e.GetSeq())
+	case e.GetAction() == "token.issue" && !strings.Contains(e.GetSource(), "/broker/"):
+		return fmt.Errorf("token entry %d does not name the broker that decided (source %q)", e.GetSeq(), e.GetSource())
 	case e.GetAction() == "token.issue" && e.GetDecision() == "allow" && (e.GetToken() == "" || len(e.GetGrants()) == 0):
 		return fmt.Errorf("issued-token entry %d does not name its jti and grants", e.GetSeq())
 	case e.GetAction() == "token.issue" && e.GetDecision() == "deny" && e.GetReason() == "":

@@ -206,6 +206,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		Reporter:  reporter{site: c.Site, node: c.Node, g: gsp},
 		Signer:    keys,
 		Keys:      keys,
+		Self:      pki.Identity{Site: c.Site, Kind: pki.KindBroker, Name: c.Node}.String(),
 	}
 	if c.Gossip.Keyring != "" {
 		rc.GossipKeys = gossipKeys{gsp}
