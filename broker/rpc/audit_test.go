@@ -33,40 +33,43 @@ func (r failingAudit) Apply(ctx context.Context, c *directory.Command) (any, err
 	return r.localReplica.Apply(ctx, c)
 }
 
-func issueFixture(t *testing.T) (*directory.Directory, *capability.Signer, *directory.User) {
-	t.Helper()
-	st, err := boltstate.Create(filepath.Join(t.TempDir(), "state.db"), directory.Buckets())
+// issueFixture is a directory with site rutgers, its broker's signing key
+// and alice holding a grant to operate the Krios, plus the extra commands
+// (applied at the same time), and the broker's signer and key.
+func issueFixture(tb testing.TB, extra ...*directory.Command) (*directory.Directory, *capability.Signer, *directory.User, ed25519.PrivateKey) {
+	tb.Helper()
+	st, err := boltstate.Create(filepath.Join(tb.TempDir(), "state.db"), directory.Buckets())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	tb.Cleanup(func() { st.Close() })
 	d := directory.New(st)
 	now := time.Now().UTC()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	rng := broker.Range{Lo: 200000, Hi: 209999}
-	for _, c := range []*directory.Command{
+	for _, c := range append([]*directory.Command{
 		{AddSite: &directory.AddSite{Name: "rutgers", UIDRange: rng, GIDRange: rng}},
 		{AddUser: &directory.AddUser{Name: "alice", Email: "alice@rutgers.edu", Home: "rutgers"}},
 		{RegisterNode: &directory.RegisterNode{Node: directory.Node{ID: "rutgers-1", Site: "rutgers", RaftAddr: "127.0.0.1:7001", APIAddr: "127.0.0.1:7000"}}},
 		{PublishKey: &directory.PublishKey{KID: "rutgers-1-aa", Issuer: "rutgers-1", Public: pub}},
 		{AddGrant: &directory.AddGrant{Subject: "user:alice", Resource: "rutgers/krios-g4", Actions: []string{broker.ActionInstrumentOperate}, From: now.Add(-time.Hour)}},
-	} {
+	}, extra...) {
 		c.Time, c.Actor = now, "coord"
 		if res := d.Apply(c); res.Err != nil {
-			t.Fatal(res.Err)
+			tb.Fatal(res.Err)
 		}
 	}
 	alice, err := d.User("alice")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return d, capability.NewSigner("rutgers-1-aa", "rutgers-1", priv), alice
+	return d, capability.NewSigner("rutgers-1-aa", "rutgers-1", priv), alice, priv
 }
 
 // TestIssueFailsClosed: when its audit entry cannot be written, a token is
 // not issued, and nothing else changes.
 func TestIssueFailsClosed(t *testing.T) {
-	d, signer, alice := issueFixture(t)
+	d, signer, alice, _ := issueFixture(t)
 	ctx := withPrincipal(context.Background(), &Principal{Method: "session", User: alice})
 	req := &pb.IssueTokenRequest{Scope: "instrument.operate:rutgers/krios-g4"}
 
@@ -109,7 +112,7 @@ func TestIssueFailsClosed(t *testing.T) {
 // TestAppendFromAgents: an agent records its own site's sessions, mounts
 // and jobs, numbered; the source is its certificate whatever it claims.
 func TestAppendFromAgents(t *testing.T) {
-	d, _, _ := issueFixture(t)
+	d, _, _, _ := issueFixture(t)
 	s := NewServer(Config{Replica: localReplica{d}})
 	agent := withPrincipal(context.Background(), &Principal{Method: "certificate", Cert: &pki.Identity{Site: "rutgers", Kind: pki.KindAgent, Name: "agent-1"}})
 	entry := func(site, action string, seq uint64) *pb.AuditEntry {
